@@ -1,0 +1,147 @@
+"""The ``mtdiff`` command: thin entry points over the library.
+
+    mtdiff data     --dataset digits --out results/digits/data
+    mtdiff train    --config config/runs/example.yaml --out results/run [--set train.total_kimg=20 ...]
+    mtdiff sample   --run results/run --out results/run/samples --num-samples 500
+    mtdiff predict  --run results/run --task label --split test --out results/run/pred_label.npz
+    mtdiff evaluate ...   (see ``mtdiff evaluate --help``)
+
+Errors in what the user gave (config keys and values, paths, checkpoints) are printed as one
+line, ``error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mtdiff.errors import MtdiffError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config (defaults: mtdiff/config.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.total_kimg=20 (repeatable)")
+
+
+def cmd_data(args) -> None:
+    from mtdiff.data.prepare import prepare_dataset
+
+    options = {}
+    for pair in args.option:
+        key, _, raw = pair.partition("=")
+        import yaml
+
+        options[key] = yaml.safe_load(raw)
+    card = prepare_dataset(args.dataset, args.out, image_size=args.image_size, root=args.root,
+                           download=args.download, seed=args.seed, num_samples=args.num_samples, **options)
+    sizes = ", ".join(f"{k} {v}" for k, v in card.get("sizes", {}).items())
+    print(f"wrote {args.out}/{{train,test}}.npz, card.json, card.md, preview.png ({args.dataset}: {sizes})")
+
+
+def cmd_train(args) -> None:
+    from mtdiff.config import load_config
+    from mtdiff.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, args.out, progress=not args.no_progress)
+
+
+def cmd_sample(args) -> None:
+    from mtdiff.sample import generate
+
+    generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
+             steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=not args.no_ema,
+             clip_x0=not args.no_clip, device=args.device, precision=args.precision,
+             write_pngs=not args.no_pngs, progress=not args.no_progress)
+
+
+def cmd_predict(args) -> None:
+    from mtdiff.predict import predict_split
+
+    predict_split(args.run, args.out, task=args.task, split=args.split, procedure=args.procedure,
+                  t_infer=args.t_infer, num_draws=args.num_draws, batch_size=args.batch_size, seed=args.seed,
+                  device=args.device, ema=not args.no_ema)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtdiff", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="prepare a dataset's splits, card and preview grid")
+    p.add_argument("--dataset", required=True, help="dataset name (mtdiff.data.DATASETS)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--image-size", type=int, default=None, help="pixels (default: the dataset's)")
+    p.add_argument("--root", default=None, help="folder of downloaded datasets (torchvision-backed ones)")
+    p.add_argument("--download", action="store_true", help="allow torchvision to download a missing dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=None, help="generated scenes / subsample size")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="dataset-specific option")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a model (resumes automatically)")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final.pt)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate samples from a trained diffusion model")
+    p.add_argument("--run", required=True, help="run folder or checkpoint file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num-samples", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--sampler", default="ddim", help="ddpm | ddim")
+    p.add_argument("--steps", type=int, default=50, help="number of network evaluations (NFE)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 ancestral)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--condition", default=None,
+                   help="none | label=K | label=balanced | mask=test | masked_image=test")
+    p.add_argument("--no-ema", action="store_true", help="sample from the raw (non-EMA) weights")
+    p.add_argument("--no-clip", action="store_true", help="do not clip predicted z_0 to [-1, 1]")
+    p.add_argument("--no-pngs", action="store_true", help="skip per-image PNG files")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("predict", help="labels or masks of a dataset split from a trained model")
+    p.add_argument("--run", required=True, help="run folder or checkpoint file")
+    p.add_argument("--out", required=True, help="output .npz (true and predicted values)")
+    p.add_argument("--task", required=True, choices=["label", "mask"])
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--procedure", default=None, help="MT models: head | elbo (labels); default: the run's config")
+    p.add_argument("--t-infer", type=int, default=None, help="MT models: timestep of the head readout")
+    p.add_argument("--num-draws", type=int, default=None, help="MT models: noise draws averaged")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-ema", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    try:
+        from mtdiff.evaluate import add_evaluate_parser
+    except ImportError:
+        pass
+    else:
+        add_evaluate_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except MtdiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Metric records: one JSON object per measured number, stored as JSON Lines.
+
+Every record carries the protocol fields (:data:`PROTOCOL_FIELDS`) — what was measured, on which
+model/checkpoint/sampler, against which reference and with which feature extractor — plus a
+free ``extra`` dict (e.g. ``condition``, ``t_infer``, ``procedure``). Every protocol key must be
+present; fields that do not apply to a record (e.g. ``sampler``/``nfe`` for a classifier's
+accuracy, ``checkpoint_step`` for the real-data floor) are written as ``null`` explicitly.
+Non-finite ``value`` (NaN/inf) is stored as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from mtdiff.errors import MtdiffError
+
+PROTOCOL_FIELDS = (
+    "dataset",
+    "model",
+    "seed",
+    "checkpoint_step",
+    "ema",
+    "sampler",
+    "nfe",
+    "n_generated",
+    "reference_split",
+    "n_reference",
+    "extractor",
+    "metric",
+    "value",
+    "wall_time_s",
+)
+
+
+class RecordError(MtdiffError, ValueError):
+    """A metric record is incomplete or malformed, or a records file cannot be read."""
+
+
+@dataclass
+class MetricRecord:
+    """One measured number with its protocol context (see module docstring for nullability)."""
+
+    dataset: str
+    model: str
+    seed: int
+    checkpoint_step: int | None
+    ema: bool | None
+    sampler: str | None
+    nfe: int | None
+    n_generated: int | None
+    reference_split: str | None
+    n_reference: int | None
+    extractor: str | None
+    metric: str
+    value: float | None
+    wall_time_s: float
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate_values(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MetricRecord":
+        """Build a record from a mapping; a missing protocol field or an unknown key is a :class:`RecordError`."""
+        if not isinstance(d, Mapping):
+            raise RecordError(f"a metric record must be a JSON object, got {type(d).__name__}")
+        for name in PROTOCOL_FIELDS:
+            if name not in d:
+                raise RecordError(f"metric record is missing protocol field {name!r} (write null if it does not apply)")
+        unknown = sorted(set(d) - set(PROTOCOL_FIELDS) - {"extra"})
+        if unknown:
+            raise RecordError(f"metric record has unknown field(s) {', '.join(map(repr, unknown))}; put them under 'extra'")
+        extra = d.get("extra") or {}
+        return cls(**{k: d[k] for k in PROTOCOL_FIELDS}, extra=extra)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _validate_values(r: MetricRecord) -> None:
+    def bad(name, want):
+        return RecordError(f"metric record field {name}={getattr(r, name)!r} is invalid; expected {want}")
+
+    for name in ("dataset", "model", "metric"):
+        v = getattr(r, name)
+        if not isinstance(v, str) or not v:
+            raise bad(name, "a non-empty string")
+    for name in ("sampler", "reference_split", "extractor"):
+        v = getattr(r, name)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise bad(name, "a non-empty string or null")
+    if not _is_int(r.seed):
+        raise bad("seed", "an integer")
+    r.seed = int(r.seed)
+    for name in ("checkpoint_step", "nfe", "n_generated", "n_reference"):
+        v = getattr(r, name)
+        if v is not None:
+            if not _is_int(v) or v < 0:
+                raise bad(name, "a non-negative integer or null")
+            setattr(r, name, int(v))
+    if r.ema is not None and not isinstance(r.ema, bool):
+        raise bad("ema", "true, false or null")
+    if r.value is not None:
+        if not _is_num(r.value):
+            raise bad("value", "a number or null")
+        r.value = float(r.value) if math.isfinite(float(r.value)) else None
+    if not _is_num(r.wall_time_s) or not math.isfinite(float(r.wall_time_s)) or r.wall_time_s < 0:
+        raise bad("wall_time_s", "a non-negative number of seconds")
+    r.wall_time_s = float(r.wall_time_s)
+    if not isinstance(r.extra, dict):
+        raise bad("extra", "a JSON object (dict)")
+    try:
+        json.dumps(r.extra, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise RecordError(f"metric record field extra is not JSON-serialisable ({e}); use plain numbers, strings, lists, dicts") from None
+
+
+def _to_record(r) -> MetricRecord:
+    if isinstance(r, MetricRecord):
+        _validate_values(r)
+        return r
+    return MetricRecord.from_dict(r)
+
+
+def append_records(path: str | Path, records: Iterable[MetricRecord | Mapping[str, Any]]) -> int:
+    """Validate ``records`` and append them to the JSONL file ``path`` (one line each; parent folders
+    created; one write, flushed and fsynced). Nothing is written if any record is invalid.
+    Returns the number of records written."""
+    if isinstance(records, (MetricRecord, Mapping)):
+        records = [records]
+    recs = [_to_record(r) for r in records]
+    if not recs:
+        return 0
+    text = "".join(json.dumps(r.to_dict(), allow_nan=False, sort_keys=False) + "\n" for r in recs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:  # do not glue our first record onto a line a crashed writer left unfinished
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    return len(recs)
+
+
+def _iter_paths(paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def iter_records(paths) -> Iterable[MetricRecord]:
+    """Yield the records of one or several JSONL files; blank lines are skipped."""
+    for p in _iter_paths(paths):
+        if not p.is_file():
+            raise RecordError(f"metric records file {str(p)!r} not found; check the path")
+        with open(p, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RecordError(f"{p}:{lineno}: malformed JSON line ({e.msg} at column {e.colno}); fix or delete that line") from None
+                try:
+                    yield MetricRecord.from_dict(obj)
+                except RecordError as e:
+                    raise RecordError(f"{p}:{lineno}: {e}") from None
+                except TypeError as e:
+                    raise RecordError(f"{p}:{lineno}: invalid metric record ({e})") from None
+
+
+def records_to_frame(records: Iterable[MetricRecord]) -> pd.DataFrame:
+    """Records as a DataFrame: the protocol fields, then ``extra`` flattened to ``extra.<key>`` columns."""
+    rows = []
+    for r in records:
+        d = r.to_dict()
+        extra = d.pop("extra")
+        for k, v in extra.items():
+            d[f"extra.{k}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
+        rows.append(d)
+    df = pd.DataFrame(rows)
+    extra_cols = sorted(c for c in df.columns if c.startswith("extra."))
+    return df.reindex(columns=list(PROTOCOL_FIELDS) + extra_cols)
+
+
+def read_records(paths) -> pd.DataFrame:
+    """Concatenate JSONL record files into a DataFrame (see :func:`records_to_frame`).
+
+    A malformed line or an invalid record raises :class:`RecordError` naming the file and line."""
+    return records_to_frame(list(iter_records(paths)))
+
+
+def records_to_csv(paths, out_csv: str | Path) -> pd.DataFrame:
+    """Read JSONL record files and write them as one CSV (atomically); returns the DataFrame."""
+    df = read_records(paths)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out_csv.name + ".", suffix=".tmp", dir=out_csv.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            df.to_csv(f, index=False)
+        os.replace(tmp, out_csv)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return df
+
+
+__all__ = [
+    "PROTOCOL_FIELDS",
+    "MetricRecord",
+    "RecordError",
+    "append_records",
+    "iter_records",
+    "read_records",
+    "records_to_csv",
+    "records_to_frame",
+]

@@ -1,0 +1,12 @@
+rule prepare_data:
+    """Prepared splits (.npz), dataset card and preview grid of one dataset."""
+    output:
+        card=f"{RESULTS}/{{dataset}}/data/card.json",
+        preview=report(f"{RESULTS}/{{dataset}}/data/preview.png", category="Data", caption="../report/preview.rst"),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/prepare_data.tsv"
+    threads: 1
+    shell:
+        "{MTDIFF} data --dataset {wildcards.dataset} --out {RESULTS}/{wildcards.dataset}/data > {log} 2>&1"
