@@ -5,6 +5,7 @@
     mtdiff sample   --run results/run --out results/run/samples --num-samples 500
     mtdiff predict  --run results/run --task label --split test --out results/run/pred_label.npz
     mtdiff evaluate ...   (see ``mtdiff evaluate --help``)
+    mtdiff report   --root results --dataset digits --out results/digits/report
 
 Errors in what the user gave (config keys and values, paths, checkpoints) are printed as one
 line, ``error: ...``, with exit status 2.
@@ -120,12 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    try:
-        from mtdiff.evaluate import add_evaluate_parser
-    except ImportError:
-        pass
-    else:
-        add_evaluate_parser(sub)
+    from mtdiff.evaluate import add_evaluate_parser
+    from mtdiff.report import add_report_parser
+
+    add_evaluate_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -132,6 +132,23 @@ class InferenceConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The metric protocol (docs/method.md has the procedures; records state every choice)."""
+
+    extractor: str = "domain"  # domain (a small classifier trained per dataset) | inception
+    # Inception-v3 weights file for extractor=inception (never downloaded: see mtdiff.metrics)
+    feature_extractor_weights_path: str | None = None
+    feature_extractor_sha256: str | None = None  # optional checksum of that file
+    reference_split: str = "train"  # real images FID/KID compare against
+    num_samples: int = 1000  # generated images per FID/KID
+    kid_subset_size: int = 1000  # capped at the smaller set's size
+    prc: bool = False  # also precision/recall (k-NN in feature space)
+    extractor_steps: int = 400  # training steps of the domain extractor (fixed recipe, seed 0)
+    curve_num_samples: int = 500  # generated images per point of metric-vs-step/NFE curves
+    curve_nfe: tuple[int, ...] = (10, 25, 50)  # NFE values of the metric-vs-NFE curve
+
+
+@dataclass
 class RunConfig:
     model: str = "mt_label"  # a name in mtdiff.models.MODELS
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,6 +158,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -319,6 +337,17 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1 and train.total_kimg > 0")
     if not 1 <= cfg.inference.t_infer <= cfg.diffusion.num_steps:
         raise ConfigError(f"inference.t_infer={cfg.inference.t_infer} must be in 1..{cfg.diffusion.num_steps}")
+    if cfg.eval.extractor not in ("domain", "inception"):
+        raise choice_error("eval.extractor", cfg.eval.extractor, ("domain", "inception"))
+    if cfg.eval.extractor == "inception" and not cfg.eval.feature_extractor_weights_path:
+        raise ConfigError(
+            "eval.extractor=inception needs eval.feature_extractor_weights_path: the local Inception-v3 weights "
+            "file (it is never downloaded; see README, 'Inception FID')"
+        )
+    if cfg.eval.reference_split not in ("train", "test"):
+        raise choice_error("eval.reference_split", cfg.eval.reference_split, ("train", "test"))
+    if cfg.eval.num_samples < 2 or cfg.eval.curve_num_samples < 2:
+        raise ConfigError("eval.num_samples and eval.curve_num_samples must be >= 2 (FID/KID need two images)")
     inf = cfg.inference
     if inf.label_procedure not in samplers.LABEL_PROCEDURES:
         raise choice_error("inference.label_procedure", inf.label_procedure, samplers.LABEL_PROCEDURES)

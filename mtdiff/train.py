@@ -47,7 +47,7 @@ CKPT_RE = re.compile(r"ckpt-(\d{8})\.pt$")
 # be continued with different values of these (e.g. a larger budget), never of anything else.
 RESUMABLE_KEYS = (
     "train.total_kimg", "train.checkpoint_every_kimg", "train.keep_last", "train.snapshot_kimg",
-    "train.log_every_steps", "train.num_workers", "train.threads", "sample", "inference",
+    "train.log_every_steps", "train.num_workers", "train.threads", "sample", "inference", "eval",
 )
 
 

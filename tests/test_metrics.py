@@ -268,6 +268,10 @@ def test_inception_without_weights_never_downloads(tmp_path, digits, monkeypatch
     assert "weights-inception-2015-12-05-6726825d.pth" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="does not exist"):
         generation_metrics(x, x, extractor="inception", weights_path=tmp_path / "pt_inception.pth")
+    fake = tmp_path / "fake.pth"
+    torch.save({"a": torch.zeros(1)}, fake)
+    with pytest.raises(CheckpointError, match="Inception"):
+        generation_metrics(x, x, extractor="inception", weights_path=fake)
 
 
 def test_checksum(weights, digits):
@@ -408,3 +412,26 @@ def test_malformed_line_names_file_and_line(tmp_path):
     trunc.write_text(json.dumps(_record())[:20])
     append_records(trunc, _record())
     assert json.loads(trunc.read_text().splitlines()[1])["metric"] == "fid"
+
+
+@pytest.mark.slow
+def test_inception_route_with_local_weights(tmp_path, digits, monkeypatch):
+    """The inception route with a local (randomly initialised) weights file: wiring only, no download."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe_inc
+
+    with monkeypatch.context() as m:  # build a random Inception without loading or downloading anything
+        m.setattr(fe_inc, "load_state_dict_from_url", lambda *a, **k: {})
+        m.setattr(fe_inc.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        net = fe_inc.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(fe_inc, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    x = digits[2][:4]
+    with pytest.warns(UserWarning, match="6726825d"):
+        out = generation_metrics(x, x, extractor="inception", weights_path=path, metrics=("fid", "kid"))
+    assert abs(out["fid"]) < 1e-3 and math.isfinite(out["kid_mean"])

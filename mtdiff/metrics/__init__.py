@@ -29,6 +29,7 @@ from mtdiff.metrics.fidelity import (
     file_sha256,
     gaussian_baseline,
     generation_metrics,
+    limit_threads,
     to_uint8_images,
 )
 from mtdiff.metrics.records import (
@@ -60,6 +61,7 @@ __all__ = [
     "file_sha256",
     "gaussian_baseline",
     "generation_metrics",
+    "limit_threads",
     "to_uint8_images",
     "PROTOCOL_FIELDS",
     "MetricRecord",

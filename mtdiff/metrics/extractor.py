@@ -172,7 +172,7 @@ def train_domain_extractor(
     num_classes: int,
     out_path: str | Path,
     seed: int = 0,
-    steps: int = 600,
+    steps: int = 400,
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
@@ -185,13 +185,16 @@ def train_domain_extractor(
 ) -> dict:
     """Train the domain classifier with the fixed recipe and save it atomically to ``out_path``.
 
-    Recipe: AdamW(lr, weight_decay), cosine decay to 0 over ``steps``, batches drawn from seeded
+    Recipe: ``steps`` (400) steps of AdamW(lr, weight_decay), cosine decay to 0, batches drawn from seeded
     epoch permutations, light augmentation (random integer shifts of up to ``max(1, S // 16)`` px,
-    edge-replicated), CPU, float32. The global torch RNG is left untouched (a local generator and
+    edge-replicated), CPU, float32, channels-last. The global torch RNG is left untouched (a local generator and
     ``torch.random.fork_rng`` are used), so the result depends only on the data and arguments.
     ``num_threads`` (default 1, restored afterwards; ``None`` keeps torch's setting): this CNN gains
     little from intra-op threads, one thread keeps the result independent of the core count, and
     two threads on a shared 2-core machine were measured 5-7x *slower* than one.
+
+    On digits (1,437 x 1x16x16) the default recipe takes ~25 s of one core and classifies all 360
+    held-out images correctly (seeds 0 and 1); 150 steps already give ~99%.
 
     ``images``: ``(N, C, S, S)`` float in [-1, 1] (or uint8), ``labels``: ``(N,)`` int.
     Writes ``{"state_dict", "meta"}``; returns ``meta`` (in_channels, image_size, num_classes,
@@ -199,7 +202,7 @@ def train_domain_extractor(
     when ``val_images``/``val_labels`` are given, val_accuracy).
     """
     if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps={steps!r} is invalid; give a positive number of training steps (e.g. 600)")
+        raise ConfigError(f"steps={steps!r} is invalid; give a positive number of training steps (e.g. 400)")
     if not isinstance(batch_size, int) or batch_size < 2:
         raise ConfigError(f"batch_size={batch_size!r} is invalid; give at least 2 (e.g. 128)")
     x, y = _check_training_inputs(images, labels, num_classes)
@@ -224,6 +227,7 @@ def _train(x, y, *, num_classes, out_path, seed, steps, batch_size, lr, weight_d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DomainClassifier(c, s, num_classes, widths)
+    model = model.to(memory_format=torch.channels_last)  # ~1.75x faster oneDNN convs/pooling on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * i / steps)))
     max_shift = max(1, s // 16) if augment else 0
@@ -235,7 +239,7 @@ def _train(x, y, *, num_classes, out_path, seed, steps, batch_size, lr, weight_d
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos:pos + bs]
         pos += bs
-        xb = _random_shift(x[idx], max_shift, gen)
+        xb = _random_shift(x[idx], max_shift, gen).contiguous(memory_format=torch.channels_last)
         _, logits = model(xb)
         loss = F.cross_entropy(logits, y[idx])
         opt.zero_grad(set_to_none=True)
@@ -274,7 +278,7 @@ def save_domain_classifier(model: DomainClassifier, meta: dict, out_path: str | 
     fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
             torch.save({"state_dict": state, "meta": dict(meta)}, f)
             f.flush()
             os.fsync(f.fileno())

@@ -27,7 +27,7 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from mtdiff.errors import ConfigError, MtdiffError, choice_error
+from mtdiff.errors import CheckpointError, ConfigError, MtdiffError, choice_error
 from mtdiff.metrics.extractor import DOMAIN_EXTRACTOR_NAME, FEATURES_LAYER, LOGITS_LAYER, load_domain_classifier
 
 #: torch-fidelity's Inception-v3 weights (the TF 2015-12-05 graph ported to PyTorch); the same
@@ -203,7 +203,9 @@ def _resolve_weights(extractor: str, weights_path, expected_sha256: str | None) 
         sha = _check_sha256(path, expected_sha256)
     else:
         sha = file_sha256(path)
-        if extractor == "inception" and not sha.startswith(INCEPTION_SHA256_PREFIX):
+    if extractor == "inception":
+        _check_inception_state_dict(path)
+        if expected_sha256 is None and not sha.startswith(INCEPTION_SHA256_PREFIX):
             warnings.warn(
                 f"{str(path)!r} has SHA-256 {sha[:16]}..., not the {INCEPTION_SHA256_PREFIX}... of "
                 f"{INCEPTION_WEIGHTS_FILE}; Inception FIDs from it are not comparable with published ones",
@@ -212,9 +214,23 @@ def _resolve_weights(extractor: str, weights_path, expected_sha256: str | None) 
     return path, sha
 
 
+def _check_inception_state_dict(path: Path) -> None:
+    """Refuse anything but a plain Inception state dict before torch-fidelity unpickles it
+    (it calls ``torch.load(..., weights_only=False)``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(state, dict) and "Conv2d_1a_3x3.conv.weight" in state and "fc.weight" in state
+    except Exception:
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f"feature_extractor_weights_path={str(path)!r} is not torch-fidelity's Inception-v3 state dict; "
+            f"download {INCEPTION_WEIGHTS_FILE} from {INCEPTION_WEIGHTS_URL}"
+        )
+
+
 def _check_metrics(metrics, prc: bool) -> list[str]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     out = []
     for m in metrics:
         if m not in METRICS:

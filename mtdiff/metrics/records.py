@@ -17,11 +17,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from mtdiff.errors import MtdiffError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROTOCOL_FIELDS = (
     "dataset",
@@ -192,6 +193,7 @@ def iter_records(paths) -> Iterable[MetricRecord]:
 
 def records_to_frame(records: Iterable[MetricRecord]) -> pd.DataFrame:
     """Records as a DataFrame: the protocol fields, then ``extra`` flattened to ``extra.<key>`` columns."""
+    import pandas as pd  # lazy: keeps `import mtdiff.metrics` fast
     rows = []
     for r in records:
         d = r.to_dict()

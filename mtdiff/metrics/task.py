@@ -21,7 +21,6 @@ Conventions (JSON-ready: plain Python numbers and lists, ``None`` for undefined 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, jaccard_score
 
 from mtdiff.errors import ConfigError
 
@@ -63,6 +62,7 @@ def _check_pair(y_true, y_pred, num_classes, what: str) -> tuple[np.ndarray, np.
 
 def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
     """Accuracy, per-class accuracy (recall), balanced accuracy and confusion matrix of label arrays."""
+    from sklearn.metrics import accuracy_score, confusion_matrix  # lazy: keeps `import mtdiff.metrics` fast
     t, p = _check_pair(y_true, y_pred, num_classes, "labels")
     labels = list(range(int(num_classes)))
     cm = confusion_matrix(t, p, labels=labels)
@@ -80,6 +80,7 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
 
 def segmentation_metrics(mask_true, mask_pred, num_classes: int, ignore_background: bool = False) -> dict:
     """Mean IoU (absent classes excluded), per-class IoU and pixel accuracy of integer masks."""
+    from sklearn.metrics import jaccard_score  # lazy: keeps `import mtdiff.metrics` fast
     t, p = _check_pair(mask_true, mask_pred, num_classes, "masks")
     labels = list(range(int(num_classes)))
     # sklearn (1.9) only accepts zero_division in {0, 1, "warn"}: mark the absent classes ourselves

@@ -2,11 +2,18 @@ rule prepare_data:
     """Prepared splits (.npz), dataset card and preview grid of one dataset."""
     output:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
-        preview=report(f"{RESULTS}/{{dataset}}/data/preview.png", category="Data", caption="../report/preview.rst"),
+        preview=report(
+            f"{RESULTS}/{{dataset}}/data/preview.png",
+            category="Data",
+            subcategory="{dataset}",
+            caption="../report/preview.rst",
+        ),
     log:
         f"{RESULTS}/{{dataset}}/logs/prepare_data.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/prepare_data.tsv"
     threads: 1
+    conda:
+        "../../environment.yml"
     shell:
         "{MTDIFF} data --dataset {wildcards.dataset} --out {RESULTS}/{wildcards.dataset}/data > {log} 2>&1"

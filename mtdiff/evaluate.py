@@ -1,0 +1,365 @@
+"""``mtdiff evaluate``: measure and write protocol-stamped metric records (JSONL).
+
+    mtdiff evaluate extractor   --config config/runs/digits.yaml --out results/digits/extractor/domain.pt
+    mtdiff evaluate anchors     --config config/runs/digits.yaml --extractor-weights .../domain.pt --out anchors.jsonl
+    mtdiff evaluate generation  --samples results/digits/samples/ddpm/seed0 --extractor-weights ... --out fid.jsonl
+    mtdiff evaluate task        --run results/digits/train/mt_label/seed0 --task label --out acc.jsonl
+    mtdiff evaluate conditional --samples .../samples_cond/mt_label/seed0 --judge .../train/classifier/seed0 --out c.jsonl
+    mtdiff evaluate coherence   --samples .../samples/mt_all/seed0 --label-judge ... --mask-judge ... --out j.jsonl
+    mtdiff evaluate curve       --run .../train/mt_label/seed0 --extractor-weights ... --out curve.jsonl
+
+Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
+seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
+metric, value, wall time. Each command writes its ``--out`` file atomically (``--append`` adds
+to it instead). Generation metrics use the domain extractor unless the config says
+``eval.extractor: inception`` with a local weights file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtdiff.config import RunConfig, load_config
+from mtdiff.errors import ConfigError
+from mtdiff.utils import atomic_write_text
+
+INCEPTION_NAME = "inception-v3-compat"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _write(records: list[dict], out: str | Path, append: bool = False) -> None:
+    from mtdiff.metrics import MetricRecord, append_records
+
+    records = [MetricRecord.from_dict(r) for r in records]  # validates every protocol field
+    if append:
+        append_records(out, records)
+    else:
+        atomic_write_text(out, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    print(f"wrote {len(records)} record(s) to {out}: " + ", ".join(f"{r.metric}={r.value:.4g}" for r in records if r.value is not None))
+
+
+def _record(**fields) -> dict:
+    base = dict(checkpoint_step=None, ema=None, sampler=None, nfe=None, n_generated=None, reference_split=None,
+                n_reference=None, extractor=None, extra={})
+    base.update(fields)
+    return base
+
+
+def _samples(folder: str | Path) -> tuple[dict, dict]:
+    folder = Path(folder)
+    npz, meta = folder / "samples.npz", folder / "sample.json"
+    if not npz.is_file() or not meta.is_file():
+        raise ConfigError(f"{str(folder)!r} holds no samples (samples.npz and sample.json); run mtdiff sample first")
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    if len(arrays.get("images", [])) == 0:
+        raise ConfigError(f"{str(npz)!r} holds no images")
+    return arrays, json.loads(meta.read_text())
+
+
+def _extractor(cfg: RunConfig, weights: str | Path | None) -> tuple[str, str | Path, str]:
+    """(kind for generation_metrics, weights path, extractor name for records)."""
+    from mtdiff.metrics import DOMAIN_EXTRACTOR_NAME
+
+    if cfg.eval.extractor == "inception":
+        return "inception", cfg.eval.feature_extractor_weights_path, INCEPTION_NAME
+    if weights is None:
+        raise ConfigError("--extractor-weights is required for the domain extractor (train it: mtdiff evaluate extractor)")
+    return "domain", weights, DOMAIN_EXTRACTOR_NAME
+
+
+def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_name=None) -> tuple[dict, str, float]:
+    from mtdiff.metrics import generation_metrics
+
+    kind, path, name = _extractor(cfg, weights)
+    t0 = time.time()
+    values = generation_metrics(
+        images, reference, extractor=kind, weights_path=path, metrics=("fid", "kid"), prc=cfg.eval.prc,
+        kid_subset_size=cfg.eval.kid_subset_size, expected_sha256=cfg.eval.feature_extractor_sha256 if kind == "inception" else None,
+        cache_dir=cache_dir, reference_cache_name=cache_name,
+    )
+    return values, name, time.time() - t0
+
+
+def _reference(cfg: RunConfig) -> torch.Tensor:
+    from mtdiff.train import load_split
+
+    return load_split(cfg, cfg.eval.reference_split).images
+
+
+def _load_judge(run, kind: str):
+    from mtdiff.train import load_run
+
+    model, _, cfg, info, state = load_run(run, device="cpu")
+    if model.kind != kind:
+        raise ConfigError(f"judge {str(run)!r} is a {model.kind}, a {kind} is needed")
+    return model
+
+
+def _to_float(images_u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images_u8).float() / 127.5 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def train_extractor(cfg: RunConfig, out: str | Path) -> dict:
+    """Train the domain feature extractor of ``cfg.data`` (fixed recipe, seed 0)."""
+    from mtdiff.metrics import train_domain_extractor
+    from mtdiff.train import load_split
+
+    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    if train.labels is None:
+        raise ConfigError(f"dataset {train.info.name!r} has no labels to train the domain extractor; use eval.extractor=inception")
+    meta = train_domain_extractor(train.images, train.labels, num_classes=train.info.num_classes, out_path=out, seed=0,
+                                  steps=cfg.eval.extractor_steps, dataset=train.info.name, val_images=test.images,
+                                  val_labels=test.labels)
+    print(f"wrote {out} (domain extractor: train accuracy {meta['train_accuracy']:.4f}, "
+          f"test accuracy {meta.get('val_accuracy', float('nan')):.4f}, {meta.get('train_time_s', 0):.0f} s)")
+    return meta
+
+
+def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> list[dict]:
+    """FID/KID anchors computed exactly like a model's: the real-data floor (the other split vs
+    the reference split) and a trivially bad generator (independent-pixel Gaussian)."""
+    from mtdiff.metrics import gaussian_baseline
+    from mtdiff.train import load_split
+
+    ref_split = cfg.eval.reference_split
+    other = "test" if ref_split == "train" else "train"
+    reference = _reference(cfg)
+    real = load_split(cfg, other).images
+    train = load_split(cfg, "train").images
+    records = []
+    for model, images, split in (("real_floor", real, other),
+                                 ("gaussian_baseline", gaussian_baseline(train, cfg.eval.num_samples, seed=0), "train")):
+        values, name, wall = _fidelity(cfg, images, reference, weights, cache_dir, f"{cfg.data.dataset}-{ref_split}")
+        for metric, value in values.items():
+            records.append(_record(dataset=cfg.data.dataset, model=model, seed=0, n_generated=int(len(images)),
+                                   reference_split=ref_split, n_reference=int(len(reference)), extractor=name,
+                                   metric=metric, value=value, wall_time_s=wall, extra={"images_from": split}))
+    _write(records, out, append)
+    return records
+
+
+def generation(samples, weights, out, *, metric_prefix: str = "", append=False, cache_dir=None,
+               config: RunConfig | None = None) -> list[dict]:
+    """FID/KID (precision/recall) of a sample folder against the reference split."""
+    from mtdiff.config import config_from_dict
+
+    arrays, meta = _samples(samples)
+    cfg = config or _run_config(meta["run"])
+    reference = _reference(cfg)
+    values, name, wall = _fidelity(cfg, arrays["images"], reference, weights, cache_dir,
+                                   f"{cfg.data.dataset}-{cfg.eval.reference_split}")
+    records = [
+        _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"], checkpoint_step=meta["checkpoint_step"],
+                ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"], n_generated=int(len(arrays["images"])),
+                reference_split=cfg.eval.reference_split, n_reference=int(len(reference)), extractor=name,
+                metric=metric_prefix + metric, value=value, wall_time_s=wall,
+                extra={"condition": meta["condition"], "eta": meta["eta"], "sample_seed": meta["seed"],
+                       "images_seen": meta.get("images_seen")})
+        for metric, value in values.items()
+    ]
+    _write(records, out, append)
+    return records
+
+
+def _run_config(run) -> RunConfig:
+    from mtdiff.config import config_from_dict
+    from mtdiff.train import latest_checkpoint, read_checkpoint
+
+    run = Path(run)
+    saved = run / "config.yaml" if run.is_dir() else None
+    if saved is not None and saved.exists():
+        return load_config(saved)
+    return config_from_dict(read_checkpoint(run)["config"])
+
+
+def task(run, task_name: str, out, *, procedure=None, split="test", append=False, seed=0) -> list[dict]:
+    """Accuracy (labels) or mean IoU and pixel accuracy (masks) of a model on a real split."""
+    from mtdiff.metrics import classification_metrics, segmentation_metrics
+    from mtdiff.predict import predict_split
+
+    pred_file = Path(out).with_suffix(f".{task_name}.npz")
+    proto = predict_split(run, pred_file, task=task_name, split=split, procedure=procedure, seed=seed)
+    with np.load(pred_file) as data:
+        true, pred = data["true"], data["pred"]
+    from mtdiff.train import load_run
+
+    _, _, cfg, info, _ = load_run(run)
+    common = dict(dataset=proto["dataset"], model=proto["model"], seed=proto["train_seed"],
+                  checkpoint_step=proto["checkpoint_step"], ema=proto["ema"], reference_split=split,
+                  n_reference=proto["n"], wall_time_s=proto["wall_s"])
+    extra = {"procedure": proto["procedure"], "t_infer": proto["t_infer"], "num_draws": proto["num_draws"]}
+    if task_name == "label":
+        m = classification_metrics(true, pred, info.num_classes)
+        records = [_record(**common, metric="accuracy", value=m["accuracy"],
+                           extra=dict(extra, per_class=m["per_class_accuracy"], confusion_matrix=m["confusion_matrix"]))]
+    else:
+        m = segmentation_metrics(true, pred, info.num_mask_classes)
+        records = [_record(**common, metric="miou", value=m["mean_iou"], extra=dict(extra, per_class=m["per_class_iou"])),
+                   _record(**common, metric="pixel_accuracy", value=m["pixel_accuracy"], extra=extra)]
+    _write(records, out, append)
+    return records
+
+
+def conditional(samples, judge, out, *, append=False) -> list[dict]:
+    """Conditional accuracy: samples generated given class k, judged by a trained classifier."""
+    from mtdiff.metrics import classification_metrics
+
+    arrays, meta = _samples(samples)
+    if "label" not in arrays or meta["condition"] in ("none", None):
+        raise ConfigError(f"{str(samples)!r} was not generated given labels (--condition label=...)")
+    clf = _load_judge(judge, "classifier")
+    t0 = time.time()
+    with torch.no_grad():
+        pred = clf(_to_float(arrays["images"])).argmax(-1).numpy()
+    m = classification_metrics(arrays["label"], pred, clf.label.num_classes)
+    rec = _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
+                  checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
+                  n_generated=int(len(pred)), metric="cond_accuracy", value=m["accuracy"], wall_time_s=time.time() - t0,
+                  extra={"condition": meta["condition"], "judge": str(judge), "per_class": m["per_class_accuracy"]})
+    _write([rec], out, append)
+    return [rec]
+
+
+def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) -> list[dict]:
+    """Joint coherence: do jointly generated labels / masks agree with a trained classifier /
+    segmenter applied to the generated images?"""
+    from mtdiff.metrics import classification_metrics, segmentation_metrics
+
+    arrays, meta = _samples(samples)
+    images = _to_float(arrays["images"])
+    common = dict(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
+                  checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
+                  n_generated=int(len(images)))
+    records = []
+    with torch.no_grad():
+        if label_judge is not None and "label" in arrays:
+            t0 = time.time()
+            clf = _load_judge(label_judge, "classifier")
+            m = classification_metrics(arrays["label"], clf(images).argmax(-1).numpy(), clf.label.num_classes)
+            records.append(_record(**common, metric="coherence_label", value=m["accuracy"], wall_time_s=time.time() - t0,
+                                   extra={"judge": str(label_judge)}))
+        if mask_judge is not None and "mask" in arrays:
+            t0 = time.time()
+            seg = _load_judge(mask_judge, "segmenter")
+            m = segmentation_metrics(seg(images).argmax(1).numpy(), arrays["mask"], seg.mask.num_classes)
+            records.append(_record(**common, metric="coherence_miou", value=m["mean_iou"], wall_time_s=time.time() - t0,
+                                   extra={"judge": str(mask_judge)}))
+    if not records:
+        raise ConfigError(f"nothing to judge in {str(samples)!r}: it needs generated labels/masks and the matching judge")
+    _write(records, out, append)
+    return records
+
+
+def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0) -> list[dict]:
+    """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
+    (final checkpoint), with ``eval.curve_num_samples`` images per point."""
+    import tempfile
+
+    from mtdiff.sample import generate
+    from mtdiff.train import list_checkpoints
+
+    cfg = _run_config(run)
+    run = Path(run)
+    points: list[tuple[Path, int]] = []
+    if what in ("steps", "both"):
+        points += [(p, cfg.sample.steps) for _, p in list_checkpoints(run)]
+    if what in ("nfe", "both"):
+        final = run / "final.pt" if (run / "final.pt").exists() else list_checkpoints(run)[-1][1]
+        points += [(final, nfe) for nfe in cfg.eval.curve_nfe if nfe != cfg.sample.steps or what == "nfe"]
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (ckpt, nfe) in enumerate(points):
+            folder = Path(tmp) / f"p{i}"
+            generate(ckpt, folder, num_samples=cfg.eval.curve_num_samples, sampler=cfg.sample.sampler, steps=nfe,
+                     eta=cfg.sample.eta, seed=seed, write_pngs=False, progress=False, log=lambda *_: None)
+            meta = json.loads((folder / "sample.json").read_text())
+            meta["run"] = str(run)
+            (folder / "sample.json").write_text(json.dumps(meta))
+            recs = generation(folder, weights, Path(tmp) / "r.jsonl", cache_dir=cache_dir, config=cfg)
+            for r in recs:
+                r["extra"]["curve"] = "nfe" if ckpt.name == "final.pt" else "steps"
+            records += recs
+    _write(records, out, append)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="compute metrics and write protocol-stamped records (JSONL)")
+    ev = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    def common(q, config=True):
+        if config:
+            q.add_argument("--config", help="run config YAML (its data and eval sections)")
+            q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        q.add_argument("--out", required=True)
+        q.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
+
+    q = ev.add_parser("extractor", help="train the domain feature extractor of a dataset")
+    q.add_argument("--config")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    q.add_argument("--out", required=True, help="weights file to write (.pt)")
+    q.set_defaults(func=lambda a: train_extractor(load_config(a.config, a.overrides), a.out))
+
+    q = ev.add_parser("anchors", help="FID anchors: real-data floor and the Gaussian bad generator")
+    common(q)
+    q.add_argument("--extractor-weights")
+    q.add_argument("--cache-dir")
+    q.set_defaults(func=lambda a: anchors(load_config(a.config, a.overrides), a.extractor_weights, a.out,
+                                          append=a.append, cache_dir=a.cache_dir))
+
+    q = ev.add_parser("generation", help="FID/KID of a sample folder")
+    common(q, config=False)
+    q.add_argument("--samples", required=True)
+    q.add_argument("--extractor-weights")
+    q.add_argument("--metric-prefix", default="", help="e.g. cond_ for conditional FID")
+    q.add_argument("--cache-dir")
+    q.set_defaults(func=lambda a: generation(a.samples, a.extractor_weights, a.out, metric_prefix=a.metric_prefix,
+                                             append=a.append, cache_dir=a.cache_dir))
+
+    q = ev.add_parser("task", help="accuracy / mean IoU of a model on a real split")
+    common(q, config=False)
+    q.add_argument("--run", required=True)
+    q.add_argument("--task", required=True, choices=["label", "mask"])
+    q.add_argument("--procedure", default=None, help="MT models: head | elbo (labels)")
+    q.add_argument("--split", default="test", choices=["train", "test"])
+    q.set_defaults(func=lambda a: task(a.run, a.task, a.out, procedure=a.procedure, split=a.split, append=a.append))
+
+    q = ev.add_parser("conditional", help="accuracy of class-conditional samples, by a trained classifier")
+    common(q, config=False)
+    q.add_argument("--samples", required=True)
+    q.add_argument("--judge", required=True, help="run folder of a trained classifier")
+    q.set_defaults(func=lambda a: conditional(a.samples, a.judge, a.out, append=a.append))
+
+    q = ev.add_parser("coherence", help="agreement of generated labels/masks with trained judges")
+    common(q, config=False)
+    q.add_argument("--samples", required=True)
+    q.add_argument("--label-judge")
+    q.add_argument("--mask-judge")
+    q.set_defaults(func=lambda a: coherence(a.samples, a.out, label_judge=a.label_judge, mask_judge=a.mask_judge,
+                                            append=a.append))
+
+    q = ev.add_parser("curve", help="FID/KID vs training step (snapshots) and vs NFE")
+    common(q, config=False)
+    q.add_argument("--run", required=True)
+    q.add_argument("--extractor-weights")
+    q.add_argument("--what", default="both", choices=["steps", "nfe", "both"])
+    q.add_argument("--cache-dir")
+    q.set_defaults(func=lambda a: curve(a.run, a.extractor_weights, a.out, what=a.what, append=a.append,
+                                        cache_dir=a.cache_dir))

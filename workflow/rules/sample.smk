@@ -1,0 +1,50 @@
+rule sample:
+    """Joint (unconditional) samples of a diffusion model: eval.num_samples images with their
+    generated labels / masks; ddpm_cond gets balanced classes."""
+    input:
+        final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
+    output:
+        npz=f"{RESULTS}/{{dataset}}/samples/{{model}}/seed{{seed}}/samples.npz",
+        grid=report(
+            f"{RESULTS}/{{dataset}}/samples/{{model}}/seed{{seed}}/grid.png",
+            category="Samples",
+            subcategory="{dataset}",
+            caption="../report/samples.rst",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
+        n=lambda wc: sample_count(wc.dataset),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/sample_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/sample_{{model}}_seed{{seed}}.tsv"
+    threads: config.get("threads_per_job", 1)
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
+        "--no-progress > {log} 2>&1"
+
+
+rule sample_conditional:
+    """Samples generated given class k (k = 0..K-1 in turn): conditional accuracy."""
+    input:
+        final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
+    output:
+        npz=f"{RESULTS}/{{dataset}}/samples_cond/{{model}}/seed{{seed}}/samples.npz",
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
+        n=lambda wc: sample_count(wc.dataset),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/sample_cond_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/sample_cond_{{model}}_seed{{seed}}.tsv"
+    threads: config.get("threads_per_job", 1)
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
+        "--condition label=balanced --no-pngs --no-progress > {log} 2>&1"
