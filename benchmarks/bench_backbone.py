@@ -1,6 +1,6 @@
 """Training-step speed of mtdiff's ADM U-Net against diffusers' ``UNet2DModel`` at equal size.
 
-Run from the repository root (about 1 minute on 2 CPU cores)::
+Run from the repository root (about 1 minute on 2 idle CPU cores, 2 on busy ones)::
 
     .venv/bin/python benchmarks/bench_backbone.py --batch 64 --size 16 --channels 1
 
@@ -16,10 +16,11 @@ bf16 only where :func:`mtdiff.nets.bf16_autocast_is_fast` says so). ``UNet2DMode
 widths, levels, res blocks, attention levels, head width and scale-shift FiLM, which gives the
 same parameter count to within 128. After the warm-up steps the variants take turns, one step
 each, for ``--iters`` rounds (so drift of a shared machine hits all alike); the table shows the
-median wall-clock ms/step, the median process CPU ms/step (less sensitive to other processes),
-images/s from the wall time, and ``ratio`` = ms/step over that of mtdiff's UNet in the same dtype
-and memory format (> 1: slower than ours). One torch thread by default: on a busy 2-core machine
-two OpenMP threads wait on each other at every op and a step takes 3x as long.
+median wall-clock ms/step, the fastest step ("min ms"), the median process CPU ms/step (less
+sensitive to other processes), images/s from the median wall time, and ``ratio`` = ms/step over
+that of mtdiff's UNet in the same dtype and memory format (> 1: slower than ours). One torch
+thread by default: on a busy 2-core machine two OpenMP threads wait on each other at every op
+and a step takes up to 3x as long (``--threads 2`` on an idle machine).
 
 diffusers is not a dependency of mtdiff: ``.venv/bin/pip install diffusers`` (check with
 ``--dry-run`` that it keeps the installed torch; pass ``-c`` constraints if it does not). Without
@@ -98,9 +99,10 @@ def main(argv=None) -> int:
                    help="comma-separated subset of fp32,bf16; auto = fp32, plus bf16 where its kernels are fast")
     p.add_argument("--channels-last", action="store_true", help="also time channels_last variants")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--iters", type=int, default=25)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared 2-core machine 2 threads are 3x slower; 0 = torch's default)")
+                   help="torch threads (default 1: 2 threads are up to 3x slower on a busy 2-core machine; "
+                        "0 = torch's default)")
     a = p.parse_args(argv)
     try:
         from diffusers import UNet2DModel
@@ -114,8 +116,9 @@ def main(argv=None) -> int:
     if a.dtypes == "auto":
         dtypes = ["fp32", "bf16"] if bf16_autocast_is_fast("cpu") else ["fp32"]
         if len(dtypes) == 1:
-            notes.append("bf16 skipped: this CPU has no fast bf16 kernels (oneDNN bf16 needs AVX-512), bf16 "
-                         "convs run a reference kernel ~50x slower than fp32; force it with --dtypes fp32,bf16")
+            notes.append("bf16 skipped: this CPU has no fast bf16 kernels (oneDNN bf16 needs AVX-512): bf16 convs "
+                         "run a reference kernel (~50x slower per conv, a step ~5x slower than fp32); "
+                         "force it with --dtypes fp32,bf16")
     else:
         dtypes = [d for d in a.dtypes.split(",") if d]
     if not dtypes or any(d not in ("fp32", "bf16") for d in dtypes):
@@ -143,9 +146,9 @@ def main(argv=None) -> int:
           f"(load average {load:.1f}); batch {a.batch}, {a.channels}x{a.size}x{a.size}, model_channels "
           f"{a.model_channels}, mult {a.channel_mult}, {a.num_res_blocks} res block(s), attention at "
           f"{a.attention_resolutions}; median of {a.iters} steps after {a.warmup} warm-up", flush=True)
-    if load > (os.cpu_count() or 1):
-        notes.append(f"the machine was busy (load average {load:.1f}): wall times are inflated and noisy; "
-                     "cpu ms/step (process CPU time) is less affected")
+    if load > 1.0:
+        notes.append(f"other work was running (load average {load:.1f} at the start): wall times are inflated "
+                     "and noisy, cpu ms/step (process CPU time) and min ms less so; rerun to compare")
     for v in variants:
         for _ in range(a.warmup):
             v.step()
@@ -156,8 +159,8 @@ def main(argv=None) -> int:
             v.cpu_times.append(cpu)
     ms = {id(v): statistics.median(v.times) * 1e3 for v in variants}
     base = {(v.dtype, v.channels_last): ms[id(v)] for v in variants if v.call is call_ours}
-    header = ("model", "params", "dtype", "ms/step", "cpu ms/step", "images/s", "ratio")
-    table = [header] + [(v.name, f"{v.params:,}", v.dtype, f"{ms[id(v)]:.1f}",
+    header = ("model", "params", "dtype", "ms/step", "min ms", "cpu ms/step", "images/s", "ratio")
+    table = [header] + [(v.name, f"{v.params:,}", v.dtype, f"{ms[id(v)]:.1f}", f"{min(v.times) * 1e3:.1f}",
                          f"{statistics.median(v.cpu_times) * 1e3:.1f}", f"{a.batch / ms[id(v)] * 1e3:.1f}",
                          f"{ms[id(v)] / base[v.dtype, v.channels_last]:.2f}") for v in variants]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

@@ -188,8 +188,9 @@ class UNet(nn.Module):
                  attention_resolutions: tuple[int, ...] = (8,), head_channels: int = 32, dropout: float = 0.0,
                  num_classes: int | None = None, use_scale_shift_norm: bool = True, time_conditioning: bool = True):
         super().__init__()
-        for option, value in [("in_channels", in_channels), ("image_size", image_size), ("model_channels", model_channels),
-                              ("num_res_blocks", num_res_blocks), ("head_channels", head_channels)]:
+        for option, value in [("in_channels", in_channels), ("image_size", image_size),
+                              ("model_channels", model_channels), ("num_res_blocks", num_res_blocks),
+                              ("head_channels", head_channels)]:
             _positive(option, value)
         if out_channels is not None:
             _positive("out_channels", out_channels)
@@ -197,7 +198,8 @@ class UNet(nn.Module):
             _positive("num_classes", num_classes)
         channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
         if not channel_mult or any(isinstance(m, bool) or not isinstance(m, int) or m <= 0 for m in channel_mult):
-            raise ConfigError(f"channel_mult={channel_mult!r} is not accepted; accepted: a non-empty tuple of positive integers")
+            raise ConfigError(f"channel_mult={channel_mult!r} is not accepted; "
+                              "accepted: a non-empty tuple of positive integers")
         factor = 2 ** (len(channel_mult) - 1)
         if image_size % factor:
             raise ConfigError(f"image_size={image_size} is not accepted with {len(channel_mult)} levels "
@@ -210,8 +212,8 @@ class UNet(nn.Module):
         attn_channels = {model_channels * channel_mult[-1]} | {
             model_channels * m for m, r in zip(channel_mult, resolutions) if r in attention_resolutions}
         if any(ch % head_channels for ch in attn_channels):
-            raise ConfigError(f"head_channels={head_channels} does not divide the attention widths {sorted(attn_channels)}; "
-                              f"accepted: a common divisor, e.g. {math.gcd(*attn_channels)}")
+            raise ConfigError(f"head_channels={head_channels} does not divide the attention widths "
+                              f"{sorted(attn_channels)}; accepted: a common divisor, e.g. {math.gcd(*attn_channels)}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout={dropout!r} is not accepted; accepted: a number in [0, 1)")
 

@@ -342,7 +342,7 @@ def find_sample_grids(root, dataset: str) -> list[dict]:
     return sorted(out, key=lambda d: (_model_rank(d["model"]), d["model"], d["seed"] if d["seed"] is not None else -1))
 
 
-def _model_rank(model: str) -> int:
+def _model_rank(model: str) -> float:
     return MODEL_ORDER.index(model) if model in MODEL_ORDER else len(SINGLE_TASK) + len(MULTI_TASK) - 0.5
 
 
@@ -449,13 +449,13 @@ def headline_stats(head: pd.DataFrame) -> pd.DataFrame:
 
 
 def _column_sort_key(col: str):
+    """Generation metrics first, grouped by extractor (the domain extractor first), then the
+    metrics judged without an extractor (task metrics, conditional accuracy, coherence)."""
     metric, quals = parse_column_key(col)
     m = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-    ext = quals[0] if quals else ""
-    ext = ("0" if ext == "mtdiff-domain" else "1") + ext
-    # generation metrics grouped by extractor first, then by metric
-    return (0 if metric not in TASK_METRICS and metric not in ("cond_accuracy", "coherence_label", "coherence_miou") else 1,
-            ext if metric not in TASK_METRICS else "", m, metric, ",".join(quals))
+    judged = metric in TASK_METRICS or metric in ("cond_accuracy", "coherence_label", "coherence_miou")
+    ext = "" if judged or not quals else ("0" if quals[0] == "mtdiff-domain" else "1" + quals[0])
+    return (int(judged), ext, m, metric, ",".join(quals))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,10 +503,11 @@ def comparison_table(records: pd.DataFrame, summaries: pd.DataFrame | None = Non
         table[f"{col}_mean"] = s["mean"].reindex(models).astype(float)
         table[f"{col}_ci95"] = s["ci95"].reindex(models).astype(float)
         table[f"{col}_n"] = s["n"].reindex(models).fillna(0).astype(int)
-        # protocol checks within a column
+        # protocol check within a generation column: one N for all models
         gen = s.loc[[m for m in s.index if m not in ANCHORS], "n_generated"]
-        ns = {v for v in gen if v is not None}
-        if len(ns) > 1 or "mixed" in ns:
+        gen = gen[[not _is_missing(v) for v in gen]]
+        ns = set(gen)
+        if parse_column_key(col)[0] not in TASK_METRICS and (len(ns) > 1 or "mixed" in ns):
             notes.append(f"{col}: models were evaluated on different numbers of generated images "
                          f"({', '.join(f'{m}={v}' for m, v in gen.items())}); FID/KID are biased in N, compare with care")
     seeds_per_model = head.groupby("model")["seed"].nunique()
@@ -786,17 +787,17 @@ def _fmt(e: dict, decimals: int, paren: bool = False) -> str:
     return s + (f" (n={e['n']})" if paren else f", n={e['n']}")
 
 
-PAIRS = (  # (multi-task model, single-task counterpart, metrics compared)
-    ("mt_label", "ddpm", ("fid", "kid_mean", "precision", "recall")),
-    ("mt_mask", "ddpm", ("fid", "kid_mean", "precision", "recall")),
-    ("mt_masked", "ddpm", ("fid", "kid_mean", "precision", "recall")),
-    ("mt_all", "ddpm", ("fid", "kid_mean", "precision", "recall")),
-    ("mt_label", "ddpm_cond", ("cond_fid", "cond_kid_mean", "cond_accuracy")),
-    ("mt_all", "ddpm_cond", ("cond_fid", "cond_kid_mean", "cond_accuracy")),
+PAIRS = (  # (multi-task model, single-task counterpart, primary metrics compared)
+    ("mt_label", "ddpm", ("fid",)),
+    ("mt_mask", "ddpm", ("fid",)),
+    ("mt_masked", "ddpm", ("fid",)),
+    ("mt_all", "ddpm", ("fid",)),
+    ("mt_label", "ddpm_cond", ("cond_fid", "cond_accuracy")),
+    ("mt_all", "ddpm_cond", ("cond_fid", "cond_accuracy")),
     ("mt_label", "classifier", ("accuracy",)),
     ("mt_all", "classifier", ("accuracy",)),
-    ("mt_mask", "segmenter", ("miou", "pixel_accuracy")),
-    ("mt_all", "segmenter", ("miou", "pixel_accuracy")),
+    ("mt_mask", "segmenter", ("miou",)),
+    ("mt_all", "segmenter", ("miou",)),
 )
 
 
@@ -874,10 +875,11 @@ def findings(table: pd.DataFrame) -> list[str]:
             for r in rivals:
                 d = decimals[e["column"]]
                 text, better = _verdict(e, r, direction)
-                diff = e["mean"] - r["mean"]
+                diff = round(e["mean"] - r["mean"], d) + 0.0  # + 0.0: no "-0.0"
+                how = "equal at this precision" if diff == 0 else "better" if better else "worse"
                 lines.append(f"{_who(e)} vs {_who(r)} on {e['family'] if metric in TASK_METRICS else e['column']} "
                              f"({direction} is better): {_fmt(e, d, True)} vs {_fmt(r, d, True)}, difference {diff:+.{d}f}; "
-                             f"the MT model is {'better' if better else 'worse' if diff != 0 else 'equal'}, {text}.")
+                             f"the MT model is {how}, {text}.")
         if lines:
             out += lines
             c = _compute_line(table, mt, base)
@@ -927,9 +929,13 @@ def _compute_line(table: pd.DataFrame, a: str, b: str) -> str | None:
         va, vb = table.loc[a, col], table.loc[b, col]
         if _is_missing(va) or _is_missing(vb) or not (math.isfinite(va) and math.isfinite(vb)):
             continue
-        unit = " s" if col == "wall_s" else " MB" if col == "peak_memory_mb" else ""
+        if col in ("wall_s", "peak_memory_mb"):
+            unit = " s" if col == "wall_s" else " MB"
+            a_s, b_s = f"{va:,.0f}{unit}", f"{vb:,.0f}{unit}"
+        else:
+            a_s, b_s = _human(va), _human(vb)
         ratio = f" (x{va / vb:.2f})" if vb else ""
-        parts.append(f"{name} {_human(va)}{unit} vs {_human(vb)}{unit}{ratio}")
+        parts.append(f"{name} {a_s} vs {b_s}{ratio}")
     return f"Compute, {a} vs {b}: " + "; ".join(parts) + "." if parts else None
 
 
@@ -1006,7 +1012,14 @@ def _agg_over_seeds(df: pd.DataFrame, by: list[str], value: str = "value") -> pd
 def _maybe_log(ax, values, axis: str = "y", ratio: float = 30.0) -> None:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size and v.min() > 0 and v.max() / v.min() > ratio:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        a = ax.yaxis if axis == "y" else ax.xaxis
+        # plain numbers at 1, 2, 5 x 10^k (readable FIDs: 5, 10, 20, 50, ...), not 10^k labels
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        a.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        a.set_minor_formatter(NullFormatter())
 
 
 def _panel_title(col: str, n_gen=None, direction=None) -> str:
@@ -1472,10 +1485,11 @@ def _report_md(dataset, table, lines, plots, grids, out_dir) -> str:
 
 def render_notebook(out_html=None, *, root="results", datasets: Sequence[str] = ("digits",),
                     headline_nfe: int | None = None, notebook=None, out_ipynb=None, timeout: int = 600,
-                    kernel_name: str = "python3") -> dict[str, Path]:
+                    kernel_name: str = "python3", show_code: bool = False) -> dict[str, Path]:
     """Execute the report notebook (``notebooks/report.ipynb``) for ``datasets`` under ``root``
     with the papermill convention (a cell tagged ``injected-parameters`` after the one tagged
-    ``parameters``), save the executed notebook (``out_ipynb``) and/or its HTML (``out_html``)."""
+    ``parameters``), save the executed notebook (``out_ipynb``) and/or its HTML (``out_html``;
+    a self-contained page, code cells hidden unless ``show_code``)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -1504,7 +1518,8 @@ def render_notebook(out_html=None, *, root="results", datasets: Sequence[str] = 
     if out_html is not None:
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter().from_notebook_node(nb)
+        body, _ = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=True,
+                               exclude_output_prompt=True).from_notebook_node(nb)
         out["html"] = _atomic_write(Path(out_html), body)
     return out
 
@@ -1528,7 +1543,9 @@ def inject_parameters(nb, params: dict) -> None:
 
 def _cmd_report(args) -> None:
     datasets = args.dataset
-    for ds in datasets:
+    if args.notebook_only and not (args.html or args.executed_notebook):
+        raise ConfigError("--notebook-only needs --html and/or --executed-notebook")
+    for ds in ([] if args.notebook_only else datasets):
         out = args.out.format(dataset=ds, root=args.root) if args.out else str(Path(args.root, ds, "report"))
         if args.out and len(datasets) > 1 and "{dataset}" not in args.out:
             raise ConfigError("--out must contain {dataset} when several --dataset are given, "
@@ -1538,7 +1555,8 @@ def _cmd_report(args) -> None:
         print(f"wrote {n_files} report files to {out} ({ds})")
     if args.html or args.executed_notebook:
         paths = render_notebook(args.html, root=args.root, datasets=datasets, headline_nfe=args.headline_nfe,
-                                notebook=args.notebook, out_ipynb=args.executed_notebook, timeout=args.timeout)
+                                notebook=args.notebook, out_ipynb=args.executed_notebook, timeout=args.timeout,
+                                show_code=args.show_code)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -1555,6 +1573,9 @@ def add_report_parser(subparsers) -> None:
     p.add_argument("--executed-notebook", default=None, help="also save the executed notebook (.ipynb) here")
     p.add_argument("--notebook", default=None, help="report notebook to execute (default: notebooks/report.ipynb)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per notebook cell")
+    p.add_argument("--show-code", action="store_true", help="keep the notebook's code cells in the HTML")
+    p.add_argument("--notebook-only", action="store_true",
+                   help="only execute the notebook (--html / --executed-notebook); write no per-dataset files")
     p.set_defaults(func=_cmd_report)
 
 

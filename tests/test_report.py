@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,6 @@ def test_two_extractors_never_share_a_column(digits):
     records, _, table = digits
     for col in report.metric_columns(table):
         metric, quals = report.parse_column_key(col)
-        sub = records[(records["metric"] == metric)]
         if metric in ("fid", "kid_mean", "kid_std"):
             assert len(quals) >= 1 and quals[0] in (DOMAIN, INCEPTION), col
     head = report.headline_records(records)
@@ -197,7 +195,7 @@ def test_one_seed_ci_is_nan_and_shown_as_dash(digits):
 def test_headline_nfe_override(digits):
     records, summaries, _ = digits
     t = report.comparison_table(records, summaries, headline_nfe=10, dataset="digits")
-    assert t.loc["ddpm", f"fid[{DOMAIN}]_mean"] == pytest.approx(np.mean([30, 32, 34]) * 1.8)
+    assert t.loc["ddpm", f"fid[{DOMAIN}]_mean"] == pytest.approx(32.0 * (1 + 6 / 10 ** 1.2))
     # anchors and task metrics have no NFE: they stay
     assert t.loc["real_floor", f"fid[{DOMAIN}]_mean"] == 5.0 and t.loc["classifier", "accuracy[direct]_mean"] == 0.96
     # inception FID exists only at nfe 50: left out and said so
@@ -328,20 +326,21 @@ def _png_ok(path: Path, min_side=300):
 
 @pytest.fixture(scope="module")
 def built(results, tmp_path_factory):
-    """The report of both datasets, written once through the CLI entry point."""
+    """The reports, written once: digits through the CLI entry point, shapes through make_report."""
     import argparse
 
     out = tmp_path_factory.mktemp("reports")
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     report.add_report_parser(sub)
-    args = parser.parse_args(["report", "--root", str(results), "--dataset", "digits", "--dataset", "shapes",
-                              "--out", str(out / "{dataset}")])
+    args = parser.parse_args(["report", "--root", str(results), "--dataset", "digits", "--out", str(out / "{dataset}")])
     args.func(args)
-    return out
+    rep = report.make_report(results, "shapes", out / "shapes")
+    return out, rep
 
 
 def test_cli_report_writes_every_file_for_each_dataset(built):
+    built, _ = built
     for ds in ("digits", "shapes"):
         for name in report.REPORT_FILES:
             assert (built / ds / name).is_file(), (ds, name)
@@ -349,10 +348,16 @@ def test_cli_report_writes_every_file_for_each_dataset(built):
 
 
 def test_report_plots_and_findings(built):
+    built, _ = built
     out = built / "digits"
     for name in ("headline_bars", "training_curves", "metric_vs_nfe", "losses"):
         _png_ok(out / f"{name}.png")
         assert (out / f"{name}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    # titles say the dataset, the extractor and N (SVG keeps text as text)
+    bars = (out / "headline_bars.svg").read_text()
+    assert "digits: headline metrics" in bars and "mtdiff-domain; N=1000" in bars and "inception-v3-compat" in bars
+    curves = (out / "training_curves.svg").read_text()
+    assert "digits: metric vs training" in curves and "mtdiff-domain; N=500" in curves
     fmd = (out / "findings.md").read_text()
     assert "mt_label has the lowest value (22.0 ± 5.0, n=3)" in fmd
     rmd = (out / "report.md").read_text()
@@ -362,8 +367,8 @@ def test_report_plots_and_findings(built):
     assert "ddpm has the lowest value" in (built / "shapes" / "findings.md").read_text()
 
 
-def test_make_report_returns_what_it_wrote(results, tmp_path):
-    rep = report.make_report(results, "shapes", tmp_path)
+def test_make_report_returns_what_it_wrote(built):
+    _, rep = built
     assert set(rep) == {"files", "table", "findings", "grids", "plots"}
     assert rep["grids"] == [] and "mt_label" in rep["table"].index
     assert all(p.is_file() for p in rep["files"].values())
@@ -376,6 +381,16 @@ def test_plots_without_curves_are_placeholders(results, tmp_path):
     assert [p.suffix for p in paths] == [".png", ".svg"]
     _png_ok(paths[0])
     assert report.plot_training_curves(recs, tmp_path, stem="x", placeholder=False) == []
+
+
+def test_cli_notebook_only_needs_an_output():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    report.add_report_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", "--dataset", "digits", "--notebook-only"])
+    with pytest.raises(MtdiffError, match="--html"):
+        args.func(args)
 
 
 def test_cli_is_wired_into_mtdiff():

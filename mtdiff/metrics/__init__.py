@@ -12,39 +12,29 @@
   :func:`records_to_csv`.
 """
 
-from mtdiff.metrics.extractor import (
-    DOMAIN_EXTRACTOR_NAME,
-    DomainClassifier,
-    DomainFeatureExtractor,
-    evaluate_accuracy,
-    load_domain_classifier,
-    register_domain_extractor,
-    save_domain_classifier,
-    train_domain_extractor,
-)
-from mtdiff.metrics.fidelity import (
-    INCEPTION_WEIGHTS_FILE,
-    INCEPTION_WEIGHTS_URL,
-    ChecksumError,
-    file_sha256,
-    gaussian_baseline,
-    generation_metrics,
-    limit_threads,
-    to_uint8_images,
-)
-from mtdiff.metrics.records import (
-    PROTOCOL_FIELDS,
-    MetricRecord,
-    RecordError,
-    append_records,
-    iter_records,
-    read_records,
-    records_to_csv,
-    records_to_frame,
-)
-from mtdiff.metrics.task import classification_metrics, segmentation_metrics
+import importlib
 
-register_domain_extractor()
+# Lazy imports (PEP 562): torch-fidelity and torchvision cost seconds to import, and records /
+# task metrics (the report, the notebook) need neither. The domain extractor is registered with
+# torch-fidelity when mtdiff.metrics.extractor is first imported.
+_SUBMODULES = {
+    "extractor": ("DOMAIN_EXTRACTOR_NAME", "DomainClassifier", "DomainFeatureExtractor", "evaluate_accuracy",
+                  "load_domain_classifier", "register_domain_extractor", "save_domain_classifier",
+                  "train_domain_extractor"),
+    "fidelity": ("INCEPTION_WEIGHTS_FILE", "INCEPTION_WEIGHTS_URL", "ChecksumError", "file_sha256",
+                 "gaussian_baseline", "generation_metrics", "to_uint8_images"),
+    "records": ("PROTOCOL_FIELDS", "MetricRecord", "RecordError", "append_records", "iter_records", "read_records",
+                "records_to_csv", "records_to_frame"),
+    "task": ("classification_metrics", "segmentation_metrics"),
+}
+_WHERE = {name: module for module, names in _SUBMODULES.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mtdiff.metrics.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mtdiff.metrics' has no attribute {name!r}")
+
 
 __all__ = [
     "DOMAIN_EXTRACTOR_NAME",

@@ -383,3 +383,6 @@ def register_domain_extractor() -> None:
         f"torch-fidelity feature extractor {DOMAIN_EXTRACTOR_NAME!r} is already registered to "
         f"{existing.__module__}.{existing.__qualname__}; remove that registration"
     )
+
+
+register_domain_extractor()  # importing this module makes "mtdiff-domain" available to torch-fidelity

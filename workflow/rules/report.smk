@@ -1,5 +1,9 @@
+REPORT_PLOTS = ("headline_bars", "training_curves", "metric_vs_nfe", "losses")
+
+
 rule report_tables:
-    """Comparison tables (CSV, Markdown, LaTeX), plots (PNG, SVG) and findings of a dataset."""
+    """Comparison tables (CSV, Markdown, LaTeX), the quoted paper table, plots (PNG, SVG) and
+    data-driven findings of one dataset, from the metric records and training summaries."""
     input:
         records=lambda wc: metric_files(wc.dataset),
         summaries=lambda wc: summary_files(wc.dataset),
@@ -11,13 +15,19 @@ rule report_tables:
             subcategory="{dataset}",
             caption="../report/comparison.rst",
         ),
-        plots=report(
-            directory(f"{RESULTS}/{{dataset}}/report/plots"),
-            patterns=["{name}.png"],
-            category="Plots",
-            subcategory="{dataset}",
-            caption="../report/plots.rst",
-        ),
+        markdown=f"{RESULTS}/{{dataset}}/report/comparison.md",
+        latex=f"{RESULTS}/{{dataset}}/report/comparison.tex",
+        findings=f"{RESULTS}/{{dataset}}/report/findings.md",
+        plots=[
+            report(
+                f"{RESULTS}/{{dataset}}/report/{name}.png",
+                category="Plots",
+                subcategory="{dataset}",
+                caption="../report/plots.rst",
+                labels={"plot": name},
+            )
+            for name in REPORT_PLOTS
+        ],
     log:
         f"{RESULTS}/{{dataset}}/logs/report_tables.log",
     benchmark:
@@ -31,8 +41,8 @@ rule report_tables:
 
 
 rule report_notebook:
-    """notebooks/report.ipynb executed on the records (the executed notebook is the output),
-    and its HTML render."""
+    """notebooks/report.ipynb executed on the records (the executed notebook is an output, not
+    a log) and rendered to HTML."""
     input:
         tables=expand(f"{RESULTS}/{{dataset}}/report/comparison.csv", dataset=DATASETS),
         notebook=f"{ROOT}/notebooks/report.ipynb",
@@ -40,7 +50,7 @@ rule report_notebook:
         notebook=f"{RESULTS}/report.ipynb",
         html=report(f"{RESULTS}/report.html", category="Report", caption="report/notebook.rst"),
     params:
-        datasets=",".join(DATASETS),
+        datasets=" ".join(f"--dataset {d}" for d in DATASETS),
     log:
         f"{RESULTS}/logs/report_notebook.log",
     benchmark:
@@ -49,5 +59,5 @@ rule report_notebook:
     conda:
         "../../environment.yml"
     shell:
-        "PYTHONPATH={ROOT} python -m mtdiff.report_notebook --notebook {input.notebook} --root {RESULTS} "
-        "--datasets {params.datasets} --out {output.notebook} --html {output.html} > {log} 2>&1"
+        "{MTDIFF} report --root {RESULTS} {params.datasets} --notebook {input.notebook} --notebook-only "
+        "--html {output.html} --executed-notebook {output.notebook} > {log} 2>&1"
