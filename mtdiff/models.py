@@ -105,7 +105,7 @@ def build_diffusion(cfg) -> Diffusion:
     return diffusion
 
 
-def _unet(cfg, info, *, out_channels, time_conditioning=True, num_classes=None) -> UNet:
+def _unet(cfg, info, *, out_channels, time_conditioning=True, num_classes=None, encoder_only=False) -> UNet:
     n = cfg.net
     return UNet(
         in_channels=info.channels,
@@ -119,6 +119,7 @@ def _unet(cfg, info, *, out_channels, time_conditioning=True, num_classes=None) 
         dropout=n.dropout,
         num_classes=num_classes,
         time_conditioning=time_conditioning,
+        encoder_only=encoder_only,
     )
 
 
@@ -184,14 +185,16 @@ class MTDiffusion(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Single-task baseline: the U-Net's encoder + middle (no decoder) and the label head."""
+    """Single-task baseline: the U-Net's encoder + middle (no decoder: not built, not counted)
+    and the label head."""
 
     kind = "classifier"
 
     def __init__(self, cfg, info, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.unet = _unet(cfg, info, out_channels=None, time_conditioning=False)
+        # no decoder: the label head reads the pooled middle features only
+        self.unet = _unet(cfg, info, out_channels=None, time_conditioning=False, encoder_only=True)
         self.label = LabelModality(
             cfg.modalities["label"], info, self.unet.feature_channels, self.unet.middle_channels,
             hidden=cfg.net.label_head_hidden,

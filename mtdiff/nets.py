@@ -186,7 +186,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, image_size: int, out_channels: int | None = None,
                  model_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
                  attention_resolutions: tuple[int, ...] = (8,), head_channels: int = 32, dropout: float = 0.0,
-                 num_classes: int | None = None, use_scale_shift_norm: bool = True, time_conditioning: bool = True):
+                 num_classes: int | None = None, use_scale_shift_norm: bool = True, time_conditioning: bool = True,
+                 encoder_only: bool = False):
         super().__init__()
         for option, value in [("in_channels", in_channels), ("image_size", image_size),
                               ("model_channels", model_channels), ("num_res_blocks", num_res_blocks),
@@ -244,7 +245,7 @@ class UNet(nn.Module):
                 self.encoder.append(Block(Downsample(ch)))
                 skips.append(ch)
         self.middle = Block(res(ch, ch), Attention(ch, head_channels), res(ch, ch))
-        for level in reversed(range(len(channel_mult))):
+        for level in reversed(range(len(channel_mult)) if not encoder_only else ()):
             for i in range(num_res_blocks + 1):
                 layers = [res(ch + skips.pop(), model_channels * channel_mult[level])]
                 ch = model_channels * channel_mult[level]
@@ -253,8 +254,9 @@ class UNet(nn.Module):
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                 self.decoder.append(Block(*layers))
+        self.encoder_only = encoder_only
         self.out = (nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
-                    if out_channels is not None else None)
+                    if out_channels is not None and not encoder_only else None)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, y: torch.Tensor | None = None, *,
                 decoder: bool = True) -> UNetOutput:
@@ -280,6 +282,8 @@ class UNet(nn.Module):
             h = block(h, emb)
             hs.append(h)
         middle = h = self.middle(h, emb)
+        if self.encoder_only and decoder:
+            raise ValueError("this UNet was built with encoder_only=True: call it with decoder=False")
         if not decoder:
             return UNetOutput(out=None, middle=middle, features=None)
         for block in self.decoder:

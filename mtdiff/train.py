@@ -247,7 +247,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     model = build_model(cfg, info).to(device)
     diffusion = build_diffusion(cfg) if model.kind == "diffusion" else None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay, fused=True)
     warmup_steps = max(1, round(tc.lr_warmup_kimg * 1000 / tc.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps))
     precision = resolve_precision(tc.precision, device)
@@ -275,7 +275,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     if dist_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.kind == "classifier",
+            find_unused_parameters=False,
         )
 
     if dist_info.main:
