@@ -39,7 +39,8 @@ def _smooth_patterns(n: int, channels: int, size: int, seed: int) -> torch.Tenso
     content and the backbone's receptive field sees them whole.
     """
     g = torch.Generator().manual_seed(seed)
-    low = torch.randn(n, channels, max(size // 4, 2), max(size // 4, 2), generator=g)
+    low_res = max(size // 4, min(size, 4))  # at least 4x4 degrees of freedom per channel
+    low = torch.randn(n, channels, low_res, low_res, generator=g)
     up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
     return _unit_rms(up, (1, 2, 3))
 

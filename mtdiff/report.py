@@ -225,34 +225,6 @@ def _iter_jsonl_paths(paths) -> list[Path]:
     return out
 
 
-def _read_records_fallback(paths: list[Path]) -> pd.DataFrame:
-    """Used only when mtdiff.metrics.records is unavailable: same output shape."""
-    rows = []
-    for p in paths:
-        if not p.is_file():
-            raise ReportError(f"metric records file {str(p)!r} not found; check the path")
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ReportError(f"{p}:{lineno}: malformed JSON line ({e.msg} at column {e.colno}); "
-                                      f"fix or delete that line") from None
-                if not isinstance(obj, dict) or "metric" not in obj or "model" not in obj:
-                    raise ReportError(f"{p}:{lineno}: not a metric record (needs at least 'model' and 'metric')")
-                extra = obj.pop("extra", None) or {}
-                for k, v in extra.items():
-                    obj[f"extra.{k}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
-                rows.append(obj)
-    return pd.DataFrame(rows)
-
-
-_RECORD_COLUMNS = ("dataset", "model", "seed", "checkpoint_step", "ema", "sampler", "nfe", "n_generated",
-                   "reference_split", "n_reference", "extractor", "metric", "value", "wall_time_s")
-
-
 def load_records(paths) -> pd.DataFrame:
     """Metric records of one or several JSONL files (or folders of ``*.jsonl``) as a DataFrame.
 
@@ -262,11 +234,9 @@ def load_records(paths) -> pd.DataFrame:
     files = _iter_jsonl_paths(paths)
     if not files:
         raise ReportError(f"no metric records (*.jsonl) in {paths!s}; run the evaluation first")
-    try:
-        from mtdiff.metrics.records import read_records
-    except ImportError:  # pragma: no cover - the records module ships with mtdiff
-        read_records = None
-    df = read_records(files) if read_records is not None else _read_records_fallback(files)
+    from mtdiff.metrics.records import read_records
+
+    df = read_records(files)
     for c in _RECORD_COLUMNS + ("extra.condition", "extra.procedure", "extra.curve"):
         if c not in df.columns:
             df[c] = None

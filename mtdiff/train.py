@@ -355,7 +355,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
                    "peak_memory_mb": _peak_memory_mb(device)}
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rec['images_per_s']:.0f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rec['images_per_s']:.0f}")
             t_log, img_log = now, 0
         if step % ckpt_every == 0 or step in snapshot_steps or step == total_steps:
             save_checkpoint(step)

@@ -88,3 +88,12 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     # everything is done: a rerun has nothing to do
     res = snakemake(tmp_path, config, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("configfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")))
+def test_every_shipped_config_passes_the_schema_and_a_dry_run(tmp_path, configfile):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    res = subprocess.run([SNAKEMAKE, "-n", "--nolock", "--cores", "2", "--configfile", configfile,
+                          "--config", f"results={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "rule train:" in res.stdout or "train" in res.stdout

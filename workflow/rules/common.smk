@@ -91,8 +91,10 @@ def metric_files(dataset):
             if model in MASK_HEADS:
                 proc = "direct" if model == "segmenter" else "head"
                 files.append(f"{RESULTS}/{dataset}/metrics/task_{tag}_mask_{proc}.jsonl")
-            if model in LABEL_CONDITIONED and judge(dataset, "classifier", seed):
-                files.append(f"{RESULTS}/{dataset}/metrics/cond_{tag}.jsonl")
+            if model in LABEL_CONDITIONED:
+                files.append(f"{RESULTS}/{dataset}/metrics/condfid_{tag}.jsonl")
+                if judge(dataset, "classifier", seed):
+                    files.append(f"{RESULTS}/{dataset}/metrics/cond_{tag}.jsonl")
             if model in {"mt_label", "mt_mask", "mt_all"} and (
                 judge(dataset, "classifier", seed) or judge(dataset, "segmenter", seed)
             ):

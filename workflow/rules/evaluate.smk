@@ -44,6 +44,24 @@ rule fid:
         "--out {output} > {log} 2>&1"
 
 
+rule fid_conditional:
+    """Conditional FID: samples generated given class k (k = 0..K-1 in turn) against the
+    reference split (records named cond_fid, cond_kid_mean, ...)."""
+    input:
+        samples=f"{RESULTS}/{{dataset}}/samples_cond/{{model}}/seed{{seed}}/samples.npz",
+        extractor=EXTRACTOR,
+    output:
+        f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
+    log:
+        f"{RESULTS}/{{dataset}}/logs/condfid_{{model}}_seed{{seed}}.log",
+    threads: 1
+    conda:
+        "../../environment.yml"
+    shell:
+        "{MTDIFF} evaluate generation --samples $(dirname {input.samples}) --extractor-weights {input.extractor} "
+        "--metric-prefix cond_ --out {output} > {log} 2>&1"
+
+
 rule curve:
     """FID/KID against training progress (kept snapshots) and against NFE."""
     input:
