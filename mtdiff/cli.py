@@ -53,8 +53,8 @@ def cmd_sample(args) -> None:
     from mtdiff.sample import generate
 
     generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
-             steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=not args.no_ema,
-             clip_x0=not args.no_clip, device=args.device, precision=args.precision,
+             steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=False if args.no_ema else None,
+             clip_x0=False if args.no_clip else None, device=args.device, precision=args.precision,
              write_pngs=not args.no_pngs, progress=not args.no_progress)
 
 
@@ -91,12 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate samples from a trained diffusion model")
     p.add_argument("--run", required=True, help="run folder or checkpoint file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--num-samples", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--sampler", default="ddim", help="ddpm | ddim")
-    p.add_argument("--steps", type=int, default=50, help="number of network evaluations (NFE)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 ancestral)")
-    p.add_argument("--seed", type=int, default=0)
+    # defaults (None): the run config's `sample` section
+    p.add_argument("--num-samples", type=int, default=None, help="default: sample.num_samples of the run")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--sampler", default=None, help="ddpm | ddim (default: sample.sampler of the run)")
+    p.add_argument("--steps", type=int, default=None, help="number of network evaluations, NFE (default: sample.steps)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta: 0 deterministic, 1 ancestral (default: sample.eta)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--condition", default=None,
                    help="none | label=K | label=balanced | mask=test | masked_image=test")
     p.add_argument("--no-ema", action="store_true", help="sample from the raw (non-EMA) weights")

@@ -106,6 +106,18 @@ class TrainConfig:
     log_every_steps: int = 25  # JSONL metrics record every this many steps
     num_workers: int = 0  # DataLoader workers for lazy (torchvision) datasets
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    # CUDA only (ignored on CPU): let fp32 matmuls and cuDNN convolutions use TF32 tensor cores
+    # (10-bit mantissa, ~1e-3 relative error per op). Stated explicitly because cuDNN allows
+    # TF32 by default and matmuls do not; the value in force is recorded in run.json.
+    tf32: bool = True
+    # CUDA only: model and image batches in channels_last (NHWC) memory layout, which cuDNN's
+    # tensor-core convolutions prefer. Ignored on CPU, where it was measured slower for this
+    # U-Net (GroupNorm has no fast NHWC kernel there: 634 vs 556 ms/step, docs/benchmarks.md).
+    channels_last: bool = False
+    # Number of GPUs = DDP processes, one per GPU. > 1 needs that many visible CUDA GPUs and a
+    # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which
+    # the workflow's train rule does); the global batch_size is split across them.
+    gpus: int = 1
 
 
 @dataclass
@@ -335,6 +347,15 @@ def validate_config(cfg: RunConfig) -> None:
         raise choice_error("train.precision", cfg.train.precision, ("auto", "fp32", "bf16", "fp16"))
     if cfg.train.batch_size < 1 or cfg.train.total_kimg <= 0:
         raise ConfigError("train.batch_size must be >= 1 and train.total_kimg > 0")
+    if cfg.train.gpus < 1:
+        raise ConfigError(f"train.gpus={cfg.train.gpus} must be >= 1 (number of GPUs, one DDP process each)")
+    if cfg.train.gpus > 1 and (cfg.train.device == "cpu" or cfg.train.device.startswith("cuda:")):
+        raise ConfigError(
+            f"train.gpus={cfg.train.gpus} needs train.device: cuda or auto (got {cfg.train.device!r}): each DDP "
+            f"process takes the GPU of its rank"
+        )
+    if cfg.train.batch_size % cfg.train.gpus:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by train.gpus={cfg.train.gpus}")
     if not 1 <= cfg.inference.t_infer <= cfg.diffusion.num_steps:
         raise ConfigError(f"inference.t_infer={cfg.inference.t_infer} must be in 1..{cfg.diffusion.num_steps}")
     if cfg.eval.extractor not in ("domain", "inception"):

@@ -225,6 +225,10 @@ def _iter_jsonl_paths(paths) -> list[Path]:
     return out
 
 
+_RECORD_COLUMNS = ("dataset", "model", "seed", "checkpoint_step", "ema", "sampler", "nfe", "n_generated",
+                   "reference_split", "n_reference", "extractor", "metric", "value", "wall_time_s")
+
+
 def load_records(paths) -> pd.DataFrame:
     """Metric records of one or several JSONL files (or folders of ``*.jsonl``) as a DataFrame.
 

@@ -64,14 +64,26 @@ def _given_values(name, value, start, n, info, test_split, model):
     return mod.training_value(batch, g)
 
 
-def generate(run: str | Path, out: str | Path, *, num_samples: int = 64, batch_size: int = 256,
-             sampler: str = "ddim", steps: int = 50, eta: float = 0.0, seed: int = 0, condition: str | None = None,
-             ema: bool = True, clip_x0: bool = True, device: str = "auto", precision: str = "auto",
-             write_pngs: bool = True, progress: bool = True, log=print) -> dict:
+def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None, batch_size: int | None = None,
+             sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None,
+             condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None, device: str = "auto",
+             precision: str = "auto", write_pngs: bool = True, progress: bool = True, log=print) -> dict:
+    """Sample a trained run; options left None take the run config's ``sample`` section."""
     from mtdiff.train import load_run, load_split
 
     dev = resolve_device(device)
-    model, diffusion, cfg, info, state = load_run(run, use_ema=ema, device=dev)
+    model, diffusion, cfg, info, state = load_run(run, use_ema=True if ema is None else ema, device=dev)
+    sc = cfg.sample
+    num_samples = sc.num_samples if num_samples is None else num_samples
+    batch_size = sc.batch_size if batch_size is None else batch_size
+    sampler = sc.sampler if sampler is None else sampler
+    steps = sc.steps if steps is None else steps
+    eta = sc.eta if eta is None else eta
+    seed = sc.seed if seed is None else seed
+    ema = sc.ema if ema is None else ema
+    clip_x0 = sc.clip_x0 if clip_x0 is None else clip_x0
+    if not ema:
+        model, diffusion, cfg, info, state = load_run(run, use_ema=False, device=dev)
     if model.kind != "diffusion":
         raise ConfigError(f"run {str(run)!r} is a {model.kind}, which does not generate; use mtdiff predict")
     if num_samples < 1:

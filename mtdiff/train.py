@@ -34,20 +34,26 @@ import yaml
 from tqdm.auto import tqdm
 
 import mtdiff
-from mtdiff.config import RunConfig, config_from_dict
+from mtdiff.config import RunConfig, _merge, config_from_dict
 from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
 from mtdiff.models import build_diffusion, build_model, count_parameters, get_model_spec
 from mtdiff.utils import (
-    _atomic_path, atomic_torch_save, atomic_write_json, autocast, resolve_device, resolve_precision,
+    _atomic_path, atomic_torch_save, atomic_write_json, autocast, check_gpu_request, resolve_device,
+    resolve_precision,
 )
 
 CKPT_RE = re.compile(r"ckpt-(\d{8})\.pt$")
 
 # Keys whose change does not alter the trained weights up to the current step: a run folder may
 # be continued with different values of these (e.g. a larger budget), never of anything else.
+# train.gpus is parallelism only (same global batch, data, noise and math; results agree to float
+# rounding, as between DDP and one process), so a run may resume on another GPU count.
+# train.tf32 is not: like train.precision it changes the arithmetic of every step (10-bit mantissa
+# matmuls/convs), so a run keeps the value it started with. Nor is train.channels_last: the saved
+# optimizer state keeps the parameters' memory layout, and fused AdamW refuses a mismatch.
 RESUMABLE_KEYS = (
     "train.total_kimg", "train.checkpoint_every_kimg", "train.keep_last", "train.snapshot_kimg",
-    "train.log_every_steps", "train.num_workers", "train.threads", "sample", "inference", "eval",
+    "train.log_every_steps", "train.num_workers", "train.threads", "train.gpus", "sample", "inference", "eval",
 )
 
 
@@ -182,6 +188,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     if not saved.exists():
         return
     old = yaml.safe_load(saved.read_text()) or {}
+    old = _merge(RunConfig().to_dict(), old)  # keys added to RunConfig since then: their defaults
     diff = [k for k in _diff_keys(old, cfg.to_dict()) if not k.startswith(RESUMABLE_KEYS)]
     if diff:
         raise ConfigError(
@@ -230,6 +237,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     """
     run_dir = Path(run_dir)
     tc = cfg.train
+    check_gpu_request(tc.gpus, int(os.environ.get("WORLD_SIZE", 1)))  # before any process group
     dist_info = init_distributed(tc.device)
     device = resolve_device(tc.device)
     if device.type == "cuda" and dist_info.world > 1:
@@ -237,6 +245,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
         torch.cuda.set_device(device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    if device.type == "cuda":  # set both ways: cuDNN allows TF32 by default, matmuls do not
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tc.tf32
+    channels_last = tc.channels_last and device.type == "cuda"  # slower on CPU (GroupNorm)
     if tc.batch_size % dist_info.world:
         raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({dist_info.world})")
     check_run_dir(run_dir, cfg)
@@ -245,6 +256,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     info = dataset.info
     torch.manual_seed(tc.seed)  # model init
     model = build_model(cfg, info).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     diffusion = build_diffusion(cfg) if model.kind == "diffusion" else None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay, fused=True)
@@ -284,6 +297,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
         atomic_write_json(run_dir / "run.json", {
             "model": cfg.model, "dataset": info.name, "parameters": count_parameters(model),
             "device": str(device), "precision": precision, "world_size": dist_info.world, "mtdiff": mtdiff.__version__,
+            "tf32": device.type == "cuda" and tc.tf32, "channels_last": channels_last, "gpus": tc.gpus,
             "torch": torch.__version__, "python": platform.python_version(), "info": info.to_dict(),
         })
 
@@ -324,6 +338,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
             shape = (n, *batch["image"].shape[1:])
             batch["t"] = torch.randint(1, diffusion.num_steps + 1, (n,), generator=g)[local].to(device)
             batch["noise"] = torch.randn(shape, generator=g)[local].to(device)
+        if channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
         with amp:
             loss, terms = _loss(net, model, batch, diffusion, g)
         bad = [k for k, v in terms.items() if not torch.isfinite(v)]
@@ -402,7 +418,7 @@ def load_run(run_dir_or_ckpt: str | Path, *, use_ema: bool = True, device="cpu")
     else:
         state = read_checkpoint(p)
     cfg = config_from_dict(state["config"])
-    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["info"].items()})
+    info = DatasetInfo.from_dict(state["info"])
     model = build_model(cfg, info)
     model.load_state_dict(state["ema" if use_ema else "model"])
     model.to(device).eval()

@@ -60,6 +60,24 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"train.device={name!r} is not known; accepted: auto, cpu, cuda, cuda:N")
 
 
+def check_gpu_request(gpus: int, world_size: int) -> None:
+    """``train.gpus > 1`` needs that many visible CUDA GPUs and as many torchrun processes;
+    raises a ConfigError naming the option otherwise (called before any process group exists)."""
+    if gpus <= 1:
+        return  # one GPU, or a torchrun launch that chose its own process count (e.g. CPU DDP)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < gpus:
+        raise ConfigError(
+            f"train.gpus={gpus} but {visible} CUDA GPU(s) are visible here; set train.gpus to at most "
+            f"{max(visible, 1)}, or run on a node with {gpus} GPUs"
+        )
+    if world_size != gpus:
+        raise ConfigError(
+            f"train.gpus={gpus} needs {gpus} processes, one per GPU, but this run has {world_size}; launch with "
+            f"torchrun --standalone --nproc_per_node={gpus} -m mtdiff.cli train ... (the workflow's train rule does)"
+        )
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where oneDNN has native bf16 kernels (AVX-512 BF16 / AMX). Elsewhere (e.g. AVX2-only
     CPUs) bf16 convolutions fall back to a slow reference path, measured 7x slower than fp32."""

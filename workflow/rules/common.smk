@@ -124,3 +124,67 @@ def sample_count(dataset):
     if value is None:
         value = (yaml.safe_load(Path(run_config(dataset)).read_text()) or {}).get("eval", {}).get("num_samples", 1000)
     return int(value)
+
+
+def run_value(dataset, key, default=None):
+    """A dotted key of the dataset's run config: its `overrides` first, then the YAML file;
+    `default` (the value declared in mtdiff/config.py) when neither sets it."""
+    import yaml
+
+    overrides = ds(dataset).get("overrides", {})
+    if key in overrides:
+        return overrides[key]
+    node = yaml.safe_load(Path(run_config(dataset)).read_text()) or {}
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return default if node is None else node
+
+
+def train_gpus(dataset):
+    """GPUs a train job of `dataset` asks the scheduler for (resource `gpu`): train.gpus when
+    the run config asks for CUDA (train.device cuda / cuda:N) or for several GPUs, else 0, so
+    CPU configs (device auto or cpu, one process) leave local and cluster scheduling as before."""
+    gpus = int(run_value(dataset, "train.gpus", 1))
+    device = str(run_value(dataset, "train.device", "auto"))
+    return gpus if device.startswith("cuda") or gpus > 1 else 0
+
+
+def train_launcher(dataset):
+    """How the train rule starts mtdiff: plain python, or torchrun with one process per GPU
+    when train.gpus > 1 (`python -m torch.distributed.run` is torchrun, from the same env)."""
+    gpus = int(run_value(dataset, "train.gpus", 1))
+    if gpus <= 1:
+        return MTDIFF
+    return MTDIFF.replace(
+        "python -m mtdiff.cli", f"python -m torch.distributed.run --standalone --nproc_per_node={gpus} -m mtdiff.cli"
+    )
+
+
+# Datasets read from data.root (mtdiff.data.DATASETS[name].needs_root; tests/test_scaleout.py
+# checks the two agree).
+ROOTED_DATASETS = {"cifar10", "pets", "imagefolder"}
+
+
+def data_args(dataset):
+    """`mtdiff data` options from the run config's data section (root, image size, download) for
+    the datasets read from disk, so prepare_data reads the same files as training. Embedded
+    datasets (digits, shapes, mnist5k) get none: their prepare_data command is unchanged."""
+    import shlex
+
+    if dataset not in ROOTED_DATASETS:
+        return ""
+    args = [f"--root {shlex.quote(str(run_value(dataset, 'data.root', 'data')))}"]
+    size = run_value(dataset, "data.image_size")
+    if size is not None:
+        args.append(f"--image-size {int(size)}")
+    if run_value(dataset, "data.download", False) is True:
+        args.append("--download")
+    return " ".join(args)
+
+
+def sample_gpus(dataset):
+    """GPUs a sampling / curve job asks the scheduler for (resource `gpu`): 1 where training
+    asks for GPUs (train_gpus > 0; sampling uses one, device auto), else 0."""
+    return 1 if train_gpus(dataset) > 0 else 0

@@ -71,6 +71,8 @@ rule curve:
         f"{RESULTS}/{{dataset}}/metrics/curve_{{model}}_seed{{seed}}.jsonl",
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
     log:
         f"{RESULTS}/{{dataset}}/logs/curve_{{model}}_seed{{seed}}.log",
     benchmark:

@@ -16,6 +16,8 @@ rule sample:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
         n=lambda wc: sample_count(wc.dataset),
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # 1 for GPU configs, 0 for CPU ones
     log:
         f"{RESULTS}/{{dataset}}/logs/sample_{{model}}_seed{{seed}}.log",
     benchmark:
@@ -38,6 +40,8 @@ rule sample_conditional:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
         n=lambda wc: sample_count(wc.dataset),
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/sample_cond_{{model}}_seed{{seed}}.log",
     benchmark:

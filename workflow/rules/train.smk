@@ -1,6 +1,8 @@
 rule train:
     """Train one model with one seed. Reruns resume from the newest checkpoint in the run
-    folder (not an output, so a failed job keeps it); final.pt appears only when done."""
+    folder (not an output, so a failed job keeps it); final.pt appears only when done.
+    With train.gpus = N > 1 in the dataset's run config the job is one torchrun launch of N
+    processes (DDP, one GPU each) and asks the scheduler for gpu=N (workflow/profiles/)."""
     input:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
     output:
@@ -10,6 +12,9 @@ rule train:
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        launch=lambda wc: train_launcher(wc.dataset),
+    resources:
+        gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
     log:
         f"{RESULTS}/{{dataset}}/logs/train_{{model}}_seed{{seed}}.log",
     benchmark:
@@ -18,7 +23,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{MTDIFF} train --config {params.config} --out {params.out} --no-progress {params.overrides} "
+        "{params.launch} train --config {params.config} --out {params.out} --no-progress {params.overrides} "
         "--set model={wildcards.model} --set train.seed={wildcards.seed} --set train.threads={threads} > {log} 2>&1"
 
 
