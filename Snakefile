@@ -13,7 +13,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless a --configfile was given: a --configfile replaces it rather than
+# being merged into it (so `--configfile config/shapes.yaml` does not also run digits).
+if "datasets" not in config:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

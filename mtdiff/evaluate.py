@@ -92,7 +92,7 @@ def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_
 def _reference(cfg: RunConfig) -> torch.Tensor:
     from mtdiff.train import load_split
 
-    return load_split(cfg, cfg.eval.reference_split).images
+    return load_split(cfg, cfg.eval.reference_split, in_memory=True).images
 
 
 def _load_judge(run, kind: str):
@@ -117,7 +117,7 @@ def train_extractor(cfg: RunConfig, out: str | Path) -> dict:
     from mtdiff.metrics import train_domain_extractor
     from mtdiff.train import load_split
 
-    train, test = load_split(cfg, "train"), load_split(cfg, "test")
+    train, test = load_split(cfg, "train", in_memory=True), load_split(cfg, "test", in_memory=True)
     if train.labels is None:
         raise ConfigError(f"dataset {train.info.name!r} has no labels to train the domain extractor; use eval.extractor=inception")
     meta = train_domain_extractor(train.images, train.labels, num_classes=train.info.num_classes, out_path=out, seed=0,
@@ -137,8 +137,8 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> li
     ref_split = cfg.eval.reference_split
     other = "test" if ref_split == "train" else "train"
     reference = _reference(cfg)
-    real = load_split(cfg, other).images
-    train = load_split(cfg, "train").images
+    real = load_split(cfg, other, in_memory=True).images
+    train = load_split(cfg, "train", in_memory=True).images
     records = []
     for model, images, split in (("real_floor", real, other),
                                  ("gaussian_baseline", gaussian_baseline(train, cfg.eval.num_samples, seed=0), "train")):

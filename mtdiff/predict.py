@@ -32,7 +32,7 @@ def predict_split(run, out, *, task: str, split: str = "test", procedure: str | 
     procedure = procedure or (inf.label_procedure if task == "label" else inf.mask_procedure)
     t_infer = t_infer or inf.t_infer
     num_draws = num_draws or inf.num_draws
-    data = load_split(cfg, split)
+    data = load_split(cfg, split, in_memory=True)
     truth = data.labels if task == "label" else data.masks
     if truth is None:
         raise ConfigError(f"dataset {info.name!r} has no {task}s to predict")

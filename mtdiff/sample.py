@@ -89,7 +89,7 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     name, value = parse_condition(condition, model, info)
-    test_split = load_split(cfg, "test") if value == "test" else None
+    test_split = load_split(cfg, "test", in_memory=True) if value == "test" else None
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)

@@ -65,15 +65,24 @@ class TrainingDiverged(MtdiffError):
 # Data
 
 
-def load_split(cfg: RunConfig, split: str):
-    """The dataset split named by ``cfg.data`` (see mtdiff.data.load_dataset)."""
-    from mtdiff.data import load_dataset
+def load_split(cfg: RunConfig, split: str, *, in_memory: bool = False):
+    """The dataset split named by ``cfg.data`` (see mtdiff.data.load_dataset).
+
+    ``in_memory``: return an ArrayDataset (``.images``, ``.labels``, ``.masks`` tensors) even
+    for the lazy, torchvision-backed datasets, which are then decoded once, whole: what
+    evaluation needs (reference images for FID, labels and masks to score predictions).
+    """
+    from mtdiff.data import ArrayDataset, load_dataset
 
     d = cfg.data
-    return load_dataset(
+    dataset = load_dataset(
         d.dataset, split, image_size=d.image_size, root=d.root, download=d.download,
         num_samples=d.num_train if split == "train" else d.num_test, **d.options,
     )
+    if in_memory and getattr(dataset, "images", None) is None:
+        arrays = dataset.numpy()
+        dataset = ArrayDataset(arrays["images"], arrays.get("labels"), arrays.get("masks"), info=dataset.info)
+    return dataset
 
 
 class BatchStream:

@@ -209,3 +209,30 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
     assert _cli("train", "--out", str(tmp_path / "one"), "--no-progress", *sets).returncode == 0
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
     assert_same_state(weights(tmp_path / "ddp"), weights(tmp_path / "one"), atol=1e-5)
+
+
+def test_lazy_dataset_trains_and_is_evaluated_in_memory(tmp_path):
+    """A torchvision-backed (lazy) split: training fetches items, evaluation materialises it."""
+    from PIL import Image
+
+    from mtdiff.evaluate import task
+    from mtdiff.train import load_split
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "folder" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = load_config(None, {
+        "model": "classifier", "data": {"dataset": "imagefolder", "root": str(tmp_path / "folder"), "image_size": 8},
+        "net": {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16, "attention_resolutions": [4]},
+        "train": {"total_kimg": 0.016, "batch_size": 8, "threads": 1, "precision": "fp32"},
+    })
+    assert getattr(load_split(cfg, "test"), "images", None) is None  # lazy
+    split = load_split(cfg, "test", in_memory=True)
+    assert split.images.shape == (16, 3, 8, 8) and split.labels.tolist().count(1) == 8
+    train(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    records = task(tmp_path / "run", "label", tmp_path / "acc.jsonl")
+    assert records[0]["metric"] == "accuracy" and records[0]["n_reference"] == 16

@@ -168,17 +168,17 @@ ROOTED_DATASETS = {"cifar10", "pets", "imagefolder"}
 
 
 def data_args(dataset):
-    """`mtdiff data` options from the run config's data section (root, image size, download) for
-    the datasets read from disk, so prepare_data reads the same files as training. Embedded
-    datasets (digits, shapes, mnist5k) get none: their prepare_data command is unchanged."""
+    """`mtdiff data` options from the run config's data section (image size; root and download
+    for the datasets read from disk), so prepare_data shows the data that training reads."""
     import shlex
 
-    if dataset not in ROOTED_DATASETS:
-        return ""
-    args = [f"--root {shlex.quote(str(run_value(dataset, 'data.root', 'data')))}"]
+    args = []
     size = run_value(dataset, "data.image_size")
     if size is not None:
         args.append(f"--image-size {int(size)}")
+    if dataset not in ROOTED_DATASETS:
+        return " ".join(args)
+    args.append(f"--root {shlex.quote(str(run_value(dataset, 'data.root', 'data')))}")
     if run_value(dataset, "data.download", False) is True:
         args.append("--download")
     return " ".join(args)
