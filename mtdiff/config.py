@@ -104,7 +104,7 @@ class TrainConfig:
     keep_last: int = 2  # rolling checkpoints kept (older ones deleted)
     snapshot_kimg: tuple[float, ...] = ()  # extra checkpoints kept for metric-vs-step curves
     log_every_steps: int = 25  # JSONL metrics record every this many steps
-    num_workers: int = 0  # DataLoader workers for lazy (torchvision) datasets
+    num_workers: int = 0  # DataLoader worker processes decoding lazy (torchvision) datasets
     threads: int | None = None  # torch intra-op threads; None = torch's default
     # CUDA only (ignored on CPU): let fp32 matmuls and cuDNN convolutions use TF32 tensor cores
     # (10-bit mantissa, ~1e-3 relative error per op). Stated explicitly because cuDNN allows

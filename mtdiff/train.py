@@ -105,6 +105,22 @@ class BatchStream:
         return perm[pos * self.batch : (pos + 1) * self.batch]
 
 
+class StepBatches(torch.utils.data.Sampler):
+    """This rank's slice of the global batch of every step in [start, stop), for a DataLoader:
+    lazy (decoded-from-disk) datasets are then read by ``train.num_workers`` worker processes,
+    each rank decoding only its own images."""
+
+    def __init__(self, stream: BatchStream, start: int, stop: int, local: slice):
+        self.stream, self.start, self.stop, self.local = stream, start, stop, local
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.stream.batch_at(step)[self.local].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
 def fetch(dataset, idx: torch.Tensor) -> dict[str, torch.Tensor]:
     """Collate items ``idx``; in-memory datasets are sliced directly (no per-item overhead)."""
     if getattr(dataset, "images", None) is not None:
@@ -334,11 +350,21 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     steps_this_call, t_log, img_log = 0, time.time(), 0
     local = slice(dist_info.rank * tc.batch_size // dist_info.world, (dist_info.rank + 1) * tc.batch_size // dist_info.world)
     model.train()
+    in_memory = getattr(dataset, "images", None) is not None
+    loader = None
+    if not in_memory:  # lazy dataset: decode in DataLoader workers, this rank's share only
+        stop = total_steps if stop_after_steps is None else min(total_steps, step + stop_after_steps)
+        loader = iter(torch.utils.data.DataLoader(
+            dataset, batch_sampler=StepBatches(stream, step, stop, local), num_workers=tc.num_workers,
+            pin_memory=device.type == "cuda"))
     while step < total_steps:
         if stop_after_steps is not None and steps_this_call >= stop_after_steps:
             break
-        idx = stream.batch_at(step)
-        batch = {k: v[local].to(device, non_blocking=True) for k, v in fetch(dataset, idx).items()}
+        if in_memory:
+            batch = {k: v[local] for k, v in fetch(dataset, stream.batch_at(step)).items()}
+        else:
+            batch = next(loader)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         # t, noise and masked-image patterns: drawn for the global batch from (seed, step) and
         # sliced, so DDP ranks together draw what one process would.
         g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + 17)

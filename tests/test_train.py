@@ -228,7 +228,7 @@ def test_lazy_dataset_trains_and_is_evaluated_in_memory(tmp_path):
     cfg = load_config(None, {
         "model": "classifier", "data": {"dataset": "imagefolder", "root": str(tmp_path / "folder"), "image_size": 8},
         "net": {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16, "attention_resolutions": [4]},
-        "train": {"total_kimg": 0.016, "batch_size": 8, "threads": 1, "precision": "fp32"},
+        "train": {"total_kimg": 0.016, "batch_size": 8, "threads": 1, "precision": "fp32", "num_workers": 1},
     })
     assert getattr(load_split(cfg, "test"), "images", None) is None  # lazy
     split = load_split(cfg, "test", in_memory=True)
