@@ -1048,6 +1048,18 @@ def _images_per_step(summaries: pd.DataFrame | None) -> dict:
     return out
 
 
+def _curve_points(g: pd.DataFrame, x: str) -> tuple[pd.DataFrame, float | None]:
+    """One curve per (model, seed) along ``x``: only the most common N (n_generated), and at
+    each x the preferred duplicate (EMA first, then the latest record), as for headlines."""
+    g = g.copy()
+    n_main = None
+    if g["n_generated"].notna().any():
+        n_main = g["n_generated"].mode().iloc[0]
+        g = g[g["n_generated"].isna() | (g["n_generated"] == n_main)].copy()
+    g["_ema"] = g["ema"].map(lambda v: v is True)
+    return g.sort_values(["_ema", "_order"]).groupby(["model", "seed", x]).tail(1), n_main
+
+
 def plot_training_curves(records: pd.DataFrame, out_dir, *, summaries: pd.DataFrame | None = None,
                          x: str = "images_seen", headline_nfe: int | None = None, dataset: str | None = None,
                          stem: str = "training_curves", placeholder: bool = True) -> list[Path]:
@@ -1082,16 +1094,7 @@ def plot_training_curves(records: pd.DataFrame, out_dir, *, summaries: pd.DataFr
         handles: dict[str, object] = {}
         nseeds = set()
         for ax, col in zip(axes, cols):
-            g = pts[pts["column"] == col].copy()
-            # one curve = one N: keep the most common n_generated of this column's curve points
-            if g["n_generated"].notna().any():
-                n_main = g["n_generated"].mode().iloc[0]
-                g = g[g["n_generated"].isna() | (g["n_generated"] == n_main)]
-            else:
-                n_main = None
-            # duplicates at one step (reruns, EMA and not): same preference as the headline
-            g["_ema"] = g["ema"].map(lambda v: v is True)
-            g = g.sort_values(["_ema", "_order"]).groupby(["model", "seed", "checkpoint_step"]).tail(1)
+            g, n_main = _curve_points(pts[pts["column"] == col], "checkpoint_step")
             xs = []
             for _, r in g.iterrows():
                 v = None
@@ -1208,15 +1211,7 @@ def plot_metric_vs_nfe(records: pd.DataFrame, out_dir, *, dataset: str | None = 
         handles: dict[str, object] = {}
         nseeds = set()
         for ax, col in zip(axes, cols):
-            g = pts[pts["column"] == col].copy()
-            # one N per curve: the most common n_generated among the points with several NFEs
-            if g["n_generated"].notna().any():
-                n_main = g["n_generated"].mode().iloc[0]
-                g = g[g["n_generated"].isna() | (g["n_generated"] == n_main)]
-            else:
-                n_main = None
-            g["_ema"] = g["ema"].map(lambda v: v is True)
-            g = g.sort_values(["_ema", "_order"]).groupby(["model", "seed", "nfe"]).tail(1)
+            g, n_main = _curve_points(pts[pts["column"] == col], "nfe")
             allv = list(g["value"])
             direction = metric_direction(parse_column_key(col)[0])
             for model in sorted(g["model"].unique(), key=lambda m: (_model_rank(m), m)):
