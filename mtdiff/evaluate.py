@@ -18,15 +18,25 @@ to it instead). Generation metrics use the domain extractor unless the config sa
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mtdiff.config import RunConfig, load_config
+# The generation metrics and the domain extractor are reached as `metrics.<name>`: mtdiff.metrics
+# imports torch-fidelity (seconds) on first use of one of them only, so `evaluate task` and
+# `evaluate conditional` never pay for it (PEP 562, mtdiff/metrics/__init__.py).
+from mtdiff import metrics
+from mtdiff.config import RunConfig, config_from_dict, load_config
 from mtdiff.errors import ConfigError
-from mtdiff.utils import atomic_write_text
+from mtdiff.io import atomic_write_text
+from mtdiff.metrics.records import MetricRecord, append_records
+from mtdiff.metrics.task import classification_metrics, segmentation_metrics
+from mtdiff.predict import predict_split
+from mtdiff.sample import generate
+from mtdiff.train import list_checkpoints, load_run, load_split, read_checkpoint
 
 INCEPTION_NAME = "inception-v3-compat"
 
@@ -36,8 +46,6 @@ INCEPTION_NAME = "inception-v3-compat"
 
 
 def _write(records: list[dict], out: str | Path, append: bool = False) -> None:
-    from mtdiff.metrics import MetricRecord, append_records
-
     records = [MetricRecord.from_dict(r) for r in records]  # validates every protocol field
     if append:
         append_records(out, records)
@@ -66,25 +74,21 @@ def _samples(folder: str | Path) -> tuple[dict, dict]:
 
 
 def _extractor(cfg: RunConfig, weights: str | Path | None) -> tuple[str, str | Path, str]:
-    """(kind for generation_metrics, weights path, extractor name for records)."""
-    from mtdiff.metrics import DOMAIN_EXTRACTOR_NAME
-
+    """(kind for metrics.generation_metrics, weights path, extractor name for records)."""
     if cfg.eval.extractor == "inception":
         return "inception", cfg.eval.feature_extractor_weights_path, INCEPTION_NAME
     if weights is None:
         raise ConfigError("--extractor-weights is required for the domain extractor (train it: mtdiff evaluate extractor)")
-    return "domain", weights, DOMAIN_EXTRACTOR_NAME
+    return "domain", weights, metrics.DOMAIN_EXTRACTOR_NAME
 
 
 def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_name=None) -> tuple[dict, str, float]:
-    from mtdiff.metrics import generation_metrics
-
     kind, path, name = _extractor(cfg, weights)
     t0 = time.time()
     # features on the GPU when there is one (torch-fidelity's cuda flag follows the device);
     # on CPU one thread, measured fastest for the small domain extractor on a shared machine
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
-    values = generation_metrics(
+    values = metrics.generation_metrics(
         images, reference, extractor=kind, weights_path=path, metrics=("fid", "kid"), prc=cfg.eval.prc,
         kid_subset_size=cfg.eval.kid_subset_size, expected_sha256=cfg.eval.feature_extractor_sha256 if kind == "inception" else None,
         cache_dir=cache_dir, reference_cache_name=cache_name, device="cuda" if cuda else "cpu",
@@ -94,14 +98,10 @@ def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_
 
 
 def _reference(cfg: RunConfig) -> torch.Tensor:
-    from mtdiff.train import load_split
-
     return load_split(cfg, cfg.eval.reference_split, in_memory=True).images
 
 
 def _load_judge(run, kind: str):
-    from mtdiff.train import load_run
-
     model, _, cfg, info, state = load_run(run, device="cpu")
     if model.kind != kind:
         raise ConfigError(f"judge {str(run)!r} is a {model.kind}, a {kind} is needed")
@@ -118,13 +118,10 @@ def _to_float(images_u8: np.ndarray) -> torch.Tensor:
 
 def train_extractor(cfg: RunConfig, out: str | Path) -> dict:
     """Train the domain feature extractor of ``cfg.data`` (fixed recipe, seed 0)."""
-    from mtdiff.metrics import train_domain_extractor
-    from mtdiff.train import load_split
-
     train, test = load_split(cfg, "train", in_memory=True), load_split(cfg, "test", in_memory=True)
     if train.labels is None:
         raise ConfigError(f"dataset {train.info.name!r} has no labels to train the domain extractor; use eval.extractor=inception")
-    meta = train_domain_extractor(train.images, train.labels, num_classes=train.info.num_classes, out_path=out, seed=0,
+    meta = metrics.train_domain_extractor(train.images, train.labels, num_classes=train.info.num_classes, out_path=out, seed=0,
                                   steps=cfg.eval.extractor_steps, dataset=train.info.name, val_images=test.images,
                                   val_labels=test.labels)
     print(f"wrote {out} (domain extractor: train accuracy {meta['train_accuracy']:.4f}, "
@@ -135,9 +132,6 @@ def train_extractor(cfg: RunConfig, out: str | Path) -> dict:
 def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> list[dict]:
     """FID/KID anchors computed exactly like a model's: the real-data floor (the other split vs
     the reference split) and a trivially bad generator (independent-pixel Gaussian)."""
-    from mtdiff.metrics import gaussian_baseline
-    from mtdiff.train import load_split
-
     ref_split = cfg.eval.reference_split
     other = "test" if ref_split == "train" else "train"
     reference = _reference(cfg)
@@ -145,7 +139,7 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> li
     train = load_split(cfg, "train", in_memory=True).images
     records = []
     for model, images, split in (("real_floor", real, other),
-                                 ("gaussian_baseline", gaussian_baseline(train, cfg.eval.num_samples, seed=0), "train")):
+                                 ("gaussian_baseline", metrics.gaussian_baseline(train, cfg.eval.num_samples, seed=0), "train")):
         values, name, wall = _fidelity(cfg, images, reference, weights, cache_dir, f"{cfg.data.dataset}-{ref_split}")
         for metric, value in values.items():
             records.append(_record(dataset=cfg.data.dataset, model=model, seed=0, n_generated=int(len(images)),
@@ -158,8 +152,6 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> li
 def generation(samples, weights, out, *, metric_prefix: str = "", append=False, cache_dir=None,
                config: RunConfig | None = None) -> list[dict]:
     """FID/KID (precision/recall) of a sample folder against the reference split."""
-    from mtdiff.config import config_from_dict
-
     arrays, meta = _samples(samples)
     cfg = config or _run_config(meta["run"])
     reference = _reference(cfg)
@@ -179,9 +171,6 @@ def generation(samples, weights, out, *, metric_prefix: str = "", append=False, 
 
 
 def _run_config(run) -> RunConfig:
-    from mtdiff.config import config_from_dict
-    from mtdiff.train import latest_checkpoint, read_checkpoint
-
     run = Path(run)
     saved = run / "config.yaml" if run.is_dir() else None
     if saved is not None and saved.exists():
@@ -191,15 +180,10 @@ def _run_config(run) -> RunConfig:
 
 def task(run, task_name: str, out, *, procedure=None, split="test", append=False, seed=0) -> list[dict]:
     """Accuracy (labels) or mean IoU and pixel accuracy (masks) of a model on a real split."""
-    from mtdiff.metrics import classification_metrics, segmentation_metrics
-    from mtdiff.predict import predict_split
-
     pred_file = Path(out).with_suffix(f".{task_name}.npz")
     proto = predict_split(run, pred_file, task=task_name, split=split, procedure=procedure, seed=seed)
     with np.load(pred_file) as data:
         true, pred = data["true"], data["pred"]
-    from mtdiff.train import load_run
-
     _, _, cfg, info, _ = load_run(run)
     common = dict(dataset=proto["dataset"], model=proto["model"], seed=proto["train_seed"],
                   checkpoint_step=proto["checkpoint_step"], ema=proto["ema"], reference_split=split,
@@ -219,8 +203,6 @@ def task(run, task_name: str, out, *, procedure=None, split="test", append=False
 
 def conditional(samples, judge, out, *, append=False) -> list[dict]:
     """Conditional accuracy: samples generated given class k, judged by a trained classifier."""
-    from mtdiff.metrics import classification_metrics
-
     arrays, meta = _samples(samples)
     if "label" not in arrays or meta["condition"] in ("none", None):
         raise ConfigError(f"{str(samples)!r} was not generated given labels (--condition label=...)")
@@ -240,8 +222,6 @@ def conditional(samples, judge, out, *, append=False) -> list[dict]:
 def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) -> list[dict]:
     """Joint coherence: do jointly generated labels / masks agree with a trained classifier /
     segmenter applied to the generated images?"""
-    from mtdiff.metrics import classification_metrics, segmentation_metrics
-
     arrays, meta = _samples(samples)
     images = _to_float(arrays["images"])
     common = dict(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
@@ -270,10 +250,6 @@ def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) 
 def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0) -> list[dict]:
     """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
     (final checkpoint), with ``eval.curve_num_samples`` images per point."""
-    import tempfile
-
-    from mtdiff.sample import generate
-    from mtdiff.train import list_checkpoints
 
     cfg = _run_config(run)
     run = Path(run)

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 
 from mtdiff.errors import ConfigError
+from mtdiff.io import atomic_open, atomic_write_json
 from mtdiff.samplers import predict
-from mtdiff.utils import _atomic_path, atomic_write_json, resolve_device
+from mtdiff.train import load_run, load_split
+from mtdiff.utils import resolve_device
 
 
 def predict_split(run, out, *, task: str, split: str = "test", procedure: str | None = None,
                   t_infer: int | None = None, num_draws: int | None = None, batch_size: int = 256,
                   seed: int = 0, device: str = "auto", ema: bool = True, log=print) -> dict:
-    from mtdiff.train import load_run, load_split
-
     dev = resolve_device(device)
     model, diffusion, cfg, info, state = load_run(run, use_ema=ema, device=dev)
     inf = cfg.inference
@@ -46,10 +46,8 @@ def predict_split(run, out, *, task: str, split: str = "test", procedure: str | 
     pred = torch.cat(preds).numpy()
     wall = time.time() - t0
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, true=truth.numpy(), pred=pred)
+    with atomic_open(out) as fh:
+        np.savez_compressed(fh, true=truth.numpy(), pred=pred)
     is_mt = model.kind == "diffusion"
     protocol = {
         "run": str(run), "model": cfg.model, "dataset": info.name, "train_seed": cfg.train.seed, "task": task,

@@ -21,8 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mtdiff.errors import ConfigError
+from mtdiff.io import atomic_path as _atomic_path
+from mtdiff.io import atomic_write_json
 from mtdiff.samplers import sample, timesteps
-from mtdiff.utils import _atomic_path, atomic_write_json, autocast, resolve_device
+from mtdiff.utils import autocast, resolve_device
 from mtdiff.viz import sample_grid, to_uint8
 
 CONDITIONS = ("none", "label=K", "label=balanced", "mask=test", "masked_image=test")

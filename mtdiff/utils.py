@@ -1,47 +1,23 @@
-"""Small shared helpers: atomic writes, devices, seeding."""
+"""Small shared helpers: devices, precision, and saving a torch object atomically."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from mtdiff.errors import ConfigError
 
-
-@contextmanager
-def _atomic_path(path: str | Path):
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+# Re-exported for mtdiff/config.py and mtdiff/train.py, whose owners move them to mtdiff.io in
+# their own change; new code imports these from mtdiff.io.
+from mtdiff.io import atomic_open
+from mtdiff.io import atomic_path as _atomic_path  # noqa: F401
+from mtdiff.io import atomic_write_json, atomic_write_text  # noqa: F401
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    with _atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,22 +26,22 @@ Every file is written to a temporary file in ``out_dir`` and moved into place wi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.utils import make_grid
 
 from mtdiff.data import SPLITS, ArrayDataset, DatasetInfo, check_split, get_spec, load_dataset
 from mtdiff.errors import ConfigError, DatasetError
+from mtdiff.io import atomic_open, atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 CARD_JSON, CARD_MD, PREVIEW = "card.json", "card.md", "preview.png"
@@ -71,22 +71,6 @@ def _palette(num_classes: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # writing
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
@@ -145,9 +129,6 @@ def _split_stats(info: DatasetInfo, arrays: dict[str, np.ndarray]) -> dict[str, 
 
 def preview_image(images: np.ndarray, masks: np.ndarray | None = None, num_mask_classes: int = 0):
     """PIL image: a grid of uint8 ``images`` (N,C,H,W) and, if given, beside it their coloured masks."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
     n, _, h, w = images.shape
     nrow = max(1, math.ceil(math.sqrt(n)))
     factor = max(1, math.ceil(PREVIEW_MIN_PANEL_PX / (nrow * w)))
@@ -248,7 +229,8 @@ def prepare_dataset(
     for split, ds in loaded.items():
         arrays = _split_arrays(ds)
         path = out / npz_name(split)
-        _atomic_write(path, lambda f, a=arrays: _write_npz(f, a))
+        with atomic_open(path) as f:
+            _write_npz(f, arrays)
         files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
         splits[split] = _split_stats(info, arrays)
         if split == "train":
@@ -259,7 +241,7 @@ def prepare_dataset(
     img = preview_image(train_arrays["images"][:k], masks, info.num_mask_classes)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
-    _atomic_write(out / PREVIEW, lambda f: f.write(buf.getvalue()))
+    atomic_write_bytes(out / PREVIEW, buf.getvalue())
 
     card = {
         "format_version": FORMAT_VERSION,
@@ -287,8 +269,8 @@ def prepare_dataset(
         },
     }
     text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-    _atomic_write(out / CARD_MD, lambda f: f.write(_card_markdown(card).encode()))
-    _atomic_write(out / CARD_JSON, lambda f: f.write(text.encode()))  # last: marks the folder complete
+    atomic_write_text(out / CARD_MD, _card_markdown(card))
+    atomic_write_text(out / CARD_JSON, text)  # last: marks the folder complete
     return card
 
 

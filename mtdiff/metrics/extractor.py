@@ -20,8 +20,6 @@ input (mtdiff repeats grey images to 3 channels); a colour model reads all three
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
+from mtdiff.io import atomic_open
 
 DOMAIN_EXTRACTOR_NAME = "mtdiff-domain"
 FEATURES_LAYER = "features"
@@ -273,20 +272,9 @@ def _train(x, y, *, num_classes, out_path, seed, steps, batch_size, lr, weight_d
 
 def save_domain_classifier(model: DomainClassifier, meta: dict, out_path: str | Path) -> None:
     """Write ``{"state_dict", "meta"}`` atomically (temp file in the same folder + fsync + os.replace)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_path.name + ".", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            torch.save({"state_dict": state, "meta": dict(meta)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_open(out_path, "wb") as f:
+        torch.save({"state_dict": state, "meta": dict(meta)}, f)
 
 
 def load_domain_classifier(path: str | Path, map_location: str = "cpu") -> tuple[DomainClassifier, dict]:

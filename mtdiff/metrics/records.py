@@ -14,12 +14,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from mtdiff.errors import MtdiffError
+from mtdiff.io import JsonLinesError, append_jsonl, atomic_open, read_jsonl
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,19 +149,7 @@ def append_records(path: str | Path, records: Iterable[MetricRecord | Mapping[st
     recs = [_to_record(r) for r in records]
     if not recs:
         return 0
-    text = "".join(json.dumps(r.to_dict(), allow_nan=False, sort_keys=False) + "\n" for r in recs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:  # do not glue our first record onto a line a crashed writer left unfinished
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                text = "\n" + text
-        f.write(text.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-    return len(recs)
+    return append_jsonl(path, (r.to_dict() for r in recs), allow_nan=False, sort_keys=False)
 
 
 def _iter_paths(paths) -> list[Path]:
@@ -175,20 +163,16 @@ def iter_records(paths) -> Iterable[MetricRecord]:
     for p in _iter_paths(paths):
         if not p.is_file():
             raise RecordError(f"metric records file {str(p)!r} not found; check the path")
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{p}:{lineno}: malformed JSON line ({e.msg} at column {e.colno}); fix or delete that line") from None
+        try:
+            for lineno, obj in read_jsonl(p):
                 try:
                     yield MetricRecord.from_dict(obj)
                 except RecordError as e:
                     raise RecordError(f"{p}:{lineno}: {e}") from None
                 except TypeError as e:
                     raise RecordError(f"{p}:{lineno}: invalid metric record ({e})") from None
+        except JsonLinesError as e:
+            raise RecordError(str(e)) from None
 
 
 def records_to_frame(records: Iterable[MetricRecord]) -> pd.DataFrame:
@@ -216,17 +200,8 @@ def read_records(paths) -> pd.DataFrame:
 def records_to_csv(paths, out_csv: str | Path) -> pd.DataFrame:
     """Read JSONL record files and write them as one CSV (atomically); returns the DataFrame."""
     df = read_records(paths)
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_csv.name + ".", suffix=".tmp", dir=out_csv.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            df.to_csv(f, index=False)
-        os.replace(tmp, out_csv)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out_csv, "w", encoding="utf-8", newline="") as f:
+        df.to_csv(f, index=False)
     return df
 
 
