@@ -275,11 +275,3 @@ def test_environment_files_list_what_pyproject_lists(env_file):
     if env_file == "environment-gpu.yml":
         torch_spec = next(d for d in env["dependencies"] if isinstance(d, str) and _name(d) == "pytorch")
         assert torch_spec.split()[-1] == "cuda*" and "<=2.14.1" in torch_spec
-
-
-def test_workflow_knows_which_datasets_are_read_from_disk():
-    from mtdiff.data import DATASETS
-
-    text = (ROOT / "workflow/rules/common.smk").read_text()
-    rooted = set(re.findall(r'"(\w+)"', re.search(r"ROOTED_DATASETS = \{([^}]*)\}", text).group(1)))
-    assert rooted == {name for name, spec in DATASETS.items() if spec.needs_root}

@@ -1,4 +1,5 @@
 # Config validation beyond the schema, and the helpers that turn the config into targets.
+import difflib
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -9,10 +10,43 @@ ROOT = Path(workflow.basedir).resolve()
 # Rules run `python -m mtdiff.cli` from this checkout (also inside --use-conda environments).
 MTDIFF = f"PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.cli"
 DATASETS = config["datasets"]
-DIFFUSION_MODELS = {"ddpm", "ddpm_cond", "mt_label", "mt_mask", "mt_masked", "mt_all"}
-LABEL_CONDITIONED = {"ddpm_cond", "mt_label", "mt_all"}  # can generate "given class k"
-LABEL_HEADS = {"classifier", "mt_label", "mt_all"}
-MASK_HEADS = {"segmenter", "mt_mask", "mt_all"}
+
+# What each model does comes from its one entry in mtdiff.models.MODELS (and each dataset from
+# mtdiff.data.DATASETS), so a new model or dataset needs no edit here. The workflow therefore
+# needs mtdiff importable where snakemake runs (the venv or the conda env of README.md).
+sys.path.insert(0, str(ROOT))
+try:
+    from mtdiff.data import DATASETS as DATASET_REGISTRY
+    from mtdiff.models import MODELS, models_where
+except ImportError as exc:
+    raise WorkflowError(
+        f"mtdiff is not importable here ({exc}); run snakemake from the environment that has mtdiff's "
+        f"dependencies (pip install -e . or environment.yml), as the workflow reads its model registry"
+    )
+DIFFUSION_MODELS = set(models_where(lambda spec: spec.kind == "diffusion"))
+LABEL_CONDITIONED = set(models_where(lambda spec: spec.generates_given_class))  # can generate "given class k"
+LABEL_HEADS = set(models_where(lambda spec: spec.label_head))
+MASK_HEADS = set(models_where(lambda spec: spec.mask_head))
+MULTI_TASK = set(models_where(lambda spec: spec.multi_task))
+
+
+def _check_names():
+    """Dataset and model names against the registries (the schema leaves them open so that a
+    registry entry is the only place a name is declared); a typo gets a did-you-mean hint."""
+    def unknown(option, name, known):
+        close = difflib.get_close_matches(str(name), list(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return WorkflowError(f"{option}={name!r} is not known{hint}; accepted: {', '.join(known)}")
+
+    for dataset, d in DATASETS.items():
+        if dataset not in DATASET_REGISTRY:
+            raise unknown("datasets", dataset, DATASET_REGISTRY)
+        for model in d["models"]:
+            if model not in MODELS:
+                raise unknown(f"datasets.{dataset}.models", model, MODELS)
+
+
+_check_names()
 
 
 def ds(dataset):
@@ -31,13 +65,9 @@ def run_overrides(dataset):
 def _validate_runs():
     """Load every (dataset, model) run config through mtdiff before any job runs, so a bad
     key, a model needing a modality the dataset lacks, or a bad schedule stops here."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from mtdiff.config import load_config
-        from mtdiff.errors import MtdiffError
-    except ImportError as exc:  # e.g. --use-conda with a bare snakemake: the jobs still validate
-        print(f"note: mtdiff not importable here ({exc}); configs are validated by each job", file=sys.stderr)
-        return
+    from mtdiff.config import load_config
+    from mtdiff.errors import MtdiffError
+
     for dataset, d in DATASETS.items():
         if not Path(d["run_config"]).is_file():
             raise WorkflowError(f"datasets.{dataset}.run_config: file {d['run_config']!r} does not exist")
@@ -86,22 +116,21 @@ def metric_files(dataset):
                 if d.get("curves", True):
                     files.append(f"{RESULTS}/{dataset}/metrics/curve_{tag}.jsonl")
             if model in LABEL_HEADS:
-                procs = ["direct"] if model == "classifier" else d.get("label_procedures", ["head"])
+                procs = ["direct"] if model not in MULTI_TASK else d.get("label_procedures", ["head"])
                 files += [f"{RESULTS}/{dataset}/metrics/task_{tag}_label_{p}.jsonl" for p in procs]
             if model in MASK_HEADS:
-                proc = "direct" if model == "segmenter" else "head"
+                proc = "direct" if model not in MULTI_TASK else "head"
                 files.append(f"{RESULTS}/{dataset}/metrics/task_{tag}_mask_{proc}.jsonl")
             if model in LABEL_CONDITIONED:
                 files.append(f"{RESULTS}/{dataset}/metrics/condfid_{tag}.jsonl")
                 if judge(dataset, "classifier", seed):
                     files.append(f"{RESULTS}/{dataset}/metrics/cond_{tag}.jsonl")
-            if model in {"mt_label", "mt_mask", "mt_all"} and (
-                judge(dataset, "classifier", seed) or judge(dataset, "segmenter", seed)
+            # joint coherence: generated labels judged by the classifier, masks by the segmenter
+            if model in MULTI_TASK and (
+                (model in LABEL_HEADS and judge(dataset, "classifier", seed))
+                or (model in MASK_HEADS and judge(dataset, "segmenter", seed))
             ):
-                if (model != "mt_mask" and judge(dataset, "classifier", seed)) or (
-                    model != "mt_label" and judge(dataset, "segmenter", seed)
-                ):
-                    files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
+                files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
     return files
 
 
@@ -162,9 +191,8 @@ def train_launcher(dataset):
     )
 
 
-# Datasets read from data.root (mtdiff.data.DATASETS[name].needs_root; tests/test_scaleout.py
-# checks the two agree).
-ROOTED_DATASETS = {"cifar10", "pets", "imagefolder"}
+# Datasets read from data.root.
+ROOTED_DATASETS = {name for name, spec in DATASET_REGISTRY.items() if spec.needs_root}
 
 
 def data_args(dataset):

@@ -129,8 +129,8 @@ rule conditional:
 
 def coherence_judges(wc):
     out = {"samples": f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}/samples.npz"}
-    for kind, needs in (("classifier", "mt_mask"), ("segmenter", "mt_label")):
-        if judge(wc.dataset, kind, wc.seed) and wc.model != needs:
+    for kind, heads in (("classifier", LABEL_HEADS), ("segmenter", MASK_HEADS)):
+        if judge(wc.dataset, kind, wc.seed) and wc.model in heads:
             out[kind] = f"{judge(wc.dataset, kind, wc.seed)}/final.pt"
     return out
 
