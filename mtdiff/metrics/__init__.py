@@ -12,7 +12,7 @@
   :func:`records_to_csv`.
 """
 
-import importlib
+from mtdiff.lazy import lazy_attributes
 
 # Lazy imports (PEP 562): torch-fidelity and torchvision cost seconds to import, and records /
 # task metrics (the report, the notebook) need neither. The domain extractor is registered with
@@ -27,14 +27,7 @@ _SUBMODULES = {
                 "records_to_csv", "records_to_frame"),
     "task": ("classification_metrics", "segmentation_metrics"),
 }
-_WHERE = {name: module for module, names in _SUBMODULES.items() for name in names}
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"mtdiff.metrics.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'mtdiff.metrics' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES)
 
 __all__ = [
     "DOMAIN_EXTRACTOR_NAME",

@@ -41,7 +41,7 @@ The paper's own numbers (:func:`reference_table`, ``mtdiff/paper_reference.csv``
 never merged into the measured table.
 """
 
-import importlib
+from mtdiff.lazy import lazy_attributes
 
 # Lazy attribute access (PEP 562), as in mtdiff.metrics: `mtdiff.cli` imports this package to
 # add the `report` subcommand for every command, and the plots and the notebook cost seconds to
@@ -60,23 +60,11 @@ _SUBMODULES = {
     "notebook": ("inject_parameters", "render_notebook"),
     "cli": ("_cmd_report", "add_report_parser"),
 }
-_WHERE = {name: module for module, names in _SUBMODULES.items() for name in names}
-
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES)
 
 # Eager, unlike the rest: the function `findings` shares its name with its module, and importing
 # a submodule binds the module to the package attribute of its name; importing it here, once,
 # leaves `mtdiff.report.findings` the function (costs pandas and scipy, not the plots).
 from mtdiff.report.findings import findings  # noqa: E402
 
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"mtdiff.report.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'mtdiff.report' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
-
-
-__all__ = sorted([*(name for name in _WHERE if not name.startswith("_")), "findings"])
+__all__ = sorted(["findings", *(n for names in _SUBMODULES.values() for n in names if not n.startswith("_"))])
