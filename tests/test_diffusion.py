@@ -22,13 +22,9 @@ from mtdiff.diffusion import (
 )
 from mtdiff.errors import ConfigError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids spin-wait contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from conftest import assert_max_abs_close
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DEFAULT_MOD = ModalityConfig()
@@ -45,13 +41,6 @@ def _diffusion(noise_schedule: str, num_steps: int = 1000, **kw) -> Diffusion:
 
 def _full(t: int, n: int) -> torch.Tensor:
     return torch.full((n,), t, dtype=torch.long)
-
-
-def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
-    """max |actual - expected| <= atol (torch.testing.assert_close costs a 1 s import)."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = float((actual - expected).abs().max())
-    assert err <= atol, f"max abs error {err:.3g} > {atol:.3g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +160,7 @@ def test_posterior_at_t1_is_the_data(schedule):
     z0, zt = torch.randn(2, 1, 3, 3, generator=g, dtype=torch.float64).unbind(0)
     enc = {"label": torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64), "mask": torch.ones(1, 1, 3, 3, dtype=torch.float64)}
     mean, var = d.posterior(zt[None], z0[None], _full(1, 1), enc)
-    _close(mean, z0[None], atol=1e-12)
+    assert_max_abs_close(mean, z0[None], atol=1e-12)
     assert float(var) == 0.0
 
 
@@ -187,7 +176,7 @@ def test_deaggregated_latent_is_a_ddpm_chain(schedule):
         noise = torch.randn(z.shape, generator=g, dtype=torch.float64)
         z = d.q_step(z, _full(t, 2), noise, enc)
         y = d.alphas[t].sqrt() * y + (1 - d.alphas[t]).sqrt() * noise
-        _close(z - d.aggregated_mean(enc, _full(t, 2), z), y, atol=1e-10)
+        assert_max_abs_close(z - d.aggregated_mean(enc, _full(t, 2), z), y, atol=1e-10)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -209,7 +198,7 @@ def test_reverse_mean_error_splits_into_noise_and_encoding_errors(schedule):
         predicted = -(b / (a.sqrt() * (1 - abar).sqrt())) * (eps - eps_hat) - sum(
             d.weights[k][t] * (enc[k] - enc_hat[k]) for k in enc
         )
-        _close(true_mean - model_mean, predicted, atol=1e-12)
+        assert_max_abs_close(true_mean - model_mean, predicted, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +211,7 @@ def test_noise_tied_closed_form(schedule, gamma):
     d = Diffusion(1000, schedule)
     w = noise_tied_weights(d.alphas, d.alpha_bars, gamma)
     c = aggregate_coefficients(d.alphas, w)
-    _close(c, 4 * gamma * (d.alpha_bars.sqrt() - d.alpha_bars), atol=1e-12)
+    assert_max_abs_close(c, 4 * gamma * (d.alpha_bars.sqrt() - d.alpha_bars), atol=1e-12)
     # peak gamma where abar_t crosses 1/4 (up to the discrete grid)
     t_peak = int(c.argmax())
     assert float(c.max()) == pytest.approx(gamma, rel=1e-4)
@@ -259,12 +248,12 @@ def test_inverse_map_reaches_any_profile(schedule):
         w, c = d.weights[name], d.coeffs[name]
         w_back = torch.zeros_like(w)
         w_back[1:] = c[1:] / d.alphas[1:].sqrt() - c[:-1]
-        _close(w_back, w, atol=1e-12)
+        assert_max_abs_close(w_back, w, atol=1e-12)
     t = torch.arange(d.num_steps + 1, dtype=torch.float64)
     target = 0.4 * torch.sin(math.pi * t / d.num_steps) ** 3  # an arbitrary profile with c_0 = c_T = 0
     w = torch.zeros_like(target)
     w[1:] = target[1:] / d.alphas[1:].sqrt() - target[:-1]
-    _close(aggregate_coefficients(d.alphas, w), target, atol=1e-12)
+    assert_max_abs_close(aggregate_coefficients(d.alphas, w), target, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +340,8 @@ def test_split_prediction_round_trip(prediction, t):
     z0_hat, eps_hat = d.split_prediction(d.target(z0, noise, tt), zt, tt, shift)
     # at t = T, sqrt(abar_T) ~ 6e-3 divides in the eps -> z0 conversion
     tol = 1e-9 if t < 1000 else 1e-8
-    _close(z0_hat, z0, atol=tol)
-    _close(eps_hat, noise, atol=tol)
+    assert_max_abs_close(z0_hat, z0, atol=tol)
+    assert_max_abs_close(eps_hat, noise, atol=tol)
 
 
 def test_unknown_noise_schedule_and_prediction_list_accepted():

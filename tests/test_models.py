@@ -21,14 +21,9 @@ from mtdiff.errors import ConfigError
 from mtdiff.modalities import LabelModality, MaskModality
 from mtdiff.models import MODELS, Classifier, ModelSpec, MTDiffusion, Segmenter, build_diffusion, build_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these ops are tiny, and on a shared 2-core machine two spinning
-    threads made the training steps ~8x slower (measured). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from conftest import assert_max_abs_close
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 T = 50  # diffusion steps of the tiny test models (sample.steps must stay <= T)
@@ -76,12 +71,6 @@ def _perturb(model: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
         for p in model.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
     return model
-
-
-def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = float((actual.detach().double() - expected.detach().double()).abs().max())
-    assert err <= atol, f"max abs error {err:.3g} > {atol:.3g}"
 
 
 def _model(name: str, size=16, channels=1, classes=10, mask_classes=11, seed=0, **extra):
@@ -136,7 +125,7 @@ def test_label_head_reads_pooled_middle_and_mask_head_reads_last_features():
     other_mean = dataclasses.replace(out, middle=out.middle + r)
     head = model.modalities["label"].head
     with torch.no_grad():
-        _close(head(same_mean), head(out), atol=1e-5)
+        assert_max_abs_close(head(same_mean), head(out), atol=1e-5)
         assert float((head(other_mean) - head(out)).abs().max()) > 1e-4
     # the mask head is a conv on the full-resolution decoder features
     assert model.modalities["mask"].head(out).shape == (2, 11, 16, 16)
@@ -152,15 +141,15 @@ def test_label_encoders_unit_rms_fixed_frozen_learned_renormalised():
     learned = LabelModality(ModalityConfig(encoder="learned"), info, 16, 32)
     assert "patterns" in dict(fixed.named_buffers()) and "patterns" not in dict(fixed.named_parameters())
     assert "patterns" in dict(learned.named_parameters())
-    _close(fixed.codebook(), learned.codebook(), atol=0)  # same seeded initialisation
+    assert_max_abs_close(fixed.codebook(), learned.codebook(), atol=0)  # same seeded initialisation
     with torch.no_grad():
         learned.patterns.mul_(torch.tensor([100.0, 1e-3, 1, 1, 1]).view(5, 1, 1, 1))
     for mod in (fixed, learned):
         rms = mod.codebook().pow(2).mean((1, 2, 3)).sqrt()
-        _close(rms, torch.ones(5), atol=1e-5)
+        assert_max_abs_close(rms, torch.ones(5), atol=1e-5)
         e = mod.encode(torch.tensor([0, 4, 2]))
         assert e.shape == (3, 3, 16, 16)
-        _close(e.pow(2).mean((1, 2, 3)).sqrt(), torch.ones(3), atol=1e-5)
+        assert_max_abs_close(e.pow(2).mean((1, 2, 3)).sqrt(), torch.ones(3), atol=1e-5)
 
 
 def test_expected_encodings_and_priors():
@@ -169,18 +158,18 @@ def test_expected_encodings_and_priors():
     mask = MaskModality(ModalityConfig(), info, 16, 32)
     # a confident head gives back the encoding of its class
     ks = torch.tensor([2, 7])
-    _close(label.expected_encoding(F.one_hot(ks, 10).float() * 1e4), label.encode(ks), atol=1e-5)
+    assert_max_abs_close(label.expected_encoding(F.one_hot(ks, 10).float() * 1e4), label.encode(ks), atol=1e-5)
     m = torch.randint(0, 11, (2, 16, 16), generator=torch.Generator().manual_seed(0))
-    _close(mask.expected_encoding(F.one_hot(m, 11).permute(0, 3, 1, 2).float() * 1e4), mask.encode(m), atol=1e-5)
+    assert_max_abs_close(mask.expected_encoding(F.one_hot(m, 11).permute(0, 3, 1, 2).float() * 1e4), mask.encode(m), atol=1e-5)
     # a uniform head gives the prior mean (eq. 11's stand-in for an unknown encoding)
-    _close(label.expected_encoding(torch.zeros(2, 10)), label.prior_encoding(2, "cpu"), atol=1e-6)
-    _close(mask.expected_encoding(torch.zeros(2, 11, 16, 16)), mask.prior_encoding(2, "cpu"), atol=1e-6)
+    assert_max_abs_close(label.expected_encoding(torch.zeros(2, 10)), label.prior_encoding(2, "cpu"), atol=1e-6)
+    assert_max_abs_close(mask.expected_encoding(torch.zeros(2, 11, 16, 16)), mask.prior_encoding(2, "cpu"), atol=1e-6)
     # palettes: unit RMS over the classes, distinct colours; 1 channel = evenly spaced grey levels
     colours = mask.colours()
     assert colours.shape == (11, 1)
-    _close(colours.pow(2).mean().sqrt().view(1), torch.ones(1), atol=1e-6)
+    assert_max_abs_close(colours.pow(2).mean().sqrt().view(1), torch.ones(1), atol=1e-6)
     steps = colours.view(-1).sort().values.diff()
-    _close(steps, steps[:1].expand_as(steps), atol=1e-5)
+    assert_max_abs_close(steps, steps[:1].expand_as(steps), atol=1e-5)
     rgb = MaskModality(ModalityConfig(), _info(3, 16, 3, 4), 16, 32).colours()
     assert rgb.shape == (4, 3) and torch.cdist(rgb, rgb).add(torch.eye(4)).min() > 0.1
 
@@ -383,7 +372,7 @@ def test_ancestral_step_is_the_posterior_of_eq6(clip_x0, conditional, schedule, 
     for z_in, t in model.calls:
         # float32 sampler vs float32 replay; without clipping z0_hat reaches ~1e3 (the fake eps
         # is not consistent with z_T), hence a relative tolerance
-        _close(z_in, z, atol=1e-5 * (1 + float(z.abs().max())))
+        assert_max_abs_close(z_in, z, atol=1e-5 * (1 + float(z.abs().max())))
         tt = torch.full((n,), t)
         z0_hat, _ = d.split_prediction(model.eps * (1 + t / 4), z_in, tt, d.aggregated_mean({"label": e}, tt, z_in))
         if clip_x0:
@@ -392,7 +381,7 @@ def test_ancestral_step_is_the_posterior_of_eq6(clip_x0, conditional, schedule, 
         mean, var = d.posterior(z_in, z0_hat, tt, {"label": e})
         if t == 1:
             assert float(var.max()) == 0.0
-            _close(out["image"], mean.clamp(-1, 1), atol=1e-5)
+            assert_max_abs_close(out["image"], mean.clamp(-1, 1), atol=1e-5)
         else:
             z = mean + var.sqrt() * torch.randn(n, C, H, H, generator=replay)
     assert clipped == clip_x0  # the clipped branch was really exercised
@@ -413,7 +402,7 @@ def test_predict_labels_with_head_and_elbo_procedures():
     g = torch.Generator().manual_seed(0)
     probs = samplers.head_readout(model, diffusion, x, "label", t_infer=1, num_draws=2, generator=g)
     assert probs.shape == (4, 10)
-    _close(probs.sum(-1), torch.ones(4), atol=1e-5)
+    assert_max_abs_close(probs.sum(-1), torch.ones(4), atol=1e-5)
     for procedure in ("head", "elbo"):
         pred = samplers.predict(model, diffusion, x, "label", procedure=procedure, num_draws=2, elbo_timesteps=2, generator=g)
         assert pred.shape == (4,) and pred.dtype == torch.long and 0 <= int(pred.min()) and int(pred.max()) < 10

@@ -4,29 +4,22 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# conda-forge names that differ from PyPI's
-CONDA_TO_PYPI = {"pytorch": "torch"}
-
-
-def _name(req: str) -> str:
-    return re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+from conftest import CONDA_TO_PYPI, ROOT, requirement_name
 
 
 def test_environment_yml_lists_what_pyproject_lists():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pyproject = {_name(r) for r in project["dependencies"]}
+    pyproject = {requirement_name(r) for r in project["dependencies"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda, pip = set(), set()
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
-            pip |= {_name(r) for r in dep["pip"] if not r.startswith("-")}
-        elif _name(dep) not in ("python", "pip"):
-            conda.add(CONDA_TO_PYPI.get(_name(dep), _name(dep)))
+            pip |= {requirement_name(r) for r in dep["pip"] if not r.startswith("-")}
+        elif requirement_name(dep) not in ("python", "pip"):
+            conda.add(CONDA_TO_PYPI.get(requirement_name(dep), requirement_name(dep)))
     assert conda | pip == pyproject
 
 

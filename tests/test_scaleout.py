@@ -3,7 +3,6 @@ CPU smoke run and the conda environment files. Runs on a CPU-only machine."""
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import yaml
 from mtdiff.config import load_config
 from mtdiff.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+from conftest import CONDA_TO_PYPI, ENV, ROOT, SNAKEMAKE, requirement_name
+
 GPU_CONFIGS = ("cifar10", "pets", "imagenet64")
 PROFILES = ("default", "local-gpu", "slurm")
 
@@ -248,30 +246,23 @@ def test_bf16_peaks_are_looked_up_by_gpu_name(monkeypatch):
     assert gpu_check.bf16_peak(torch.device("cpu"), "bf16") is None
 
 
-CONDA_TO_PYPI = {"pytorch": "torch"}
-
-
-def _name(req: str) -> str:
-    return re.split(r"[<>=!~ \[;#]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
 @pytest.mark.parametrize("env_file", ["environment.yml", "environment-gpu.yml"])
 def test_environment_files_list_what_pyproject_lists(env_file):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    required = {_name(r) for r in project["dependencies"]}
-    optional = {_name(r) for reqs in project.get("optional-dependencies", {}).values() for r in reqs}
+    required = {requirement_name(r) for r in project["dependencies"]}
+    optional = {requirement_name(r) for reqs in project.get("optional-dependencies", {}).values() for r in reqs}
     env = yaml.safe_load((ROOT / env_file).read_text())
     names = set()
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
-            names |= {_name(r) for r in dep["pip"] if not r.startswith("-")}
-        elif _name(dep) not in ("python", "pip"):
-            names.add(CONDA_TO_PYPI.get(_name(dep), _name(dep)))
+            names |= {requirement_name(r) for r in dep["pip"] if not r.startswith("-")}
+        elif requirement_name(dep) not in ("python", "pip"):
+            names.add(CONDA_TO_PYPI.get(requirement_name(dep), requirement_name(dep)))
     assert required <= names, f"{env_file} lacks {required - names}"
     assert names <= required | optional, f"{env_file} lists {names - required - optional}, which pyproject does not"
     for m in re.finditer(r"(?:torch|pytorch)\s*(==|>=|<=|<|>)\s*([0-9.]+)", (ROOT / env_file).read_text()):
         if m.group(1) in ("==", ">=", ">"):
             assert tuple(map(int, m.group(2).split("."))) <= (2, 14, 1), m.group(0)
     if env_file == "environment-gpu.yml":
-        torch_spec = next(d for d in env["dependencies"] if isinstance(d, str) and _name(d) == "pytorch")
+        torch_spec = next(d for d in env["dependencies"] if isinstance(d, str) and requirement_name(d) == "pytorch")
         assert torch_spec.split()[-1] == "cuda*" and "<=2.14.1" in torch_spec

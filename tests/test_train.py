@@ -16,7 +16,6 @@ from mtdiff.train import (
     BatchStream, TrainingDiverged, ema_beta, ema_update, latest_checkpoint, list_checkpoints, load_run, train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny model on a 128-image subset of digits: a step takes milliseconds.
 TINY = {

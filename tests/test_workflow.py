@@ -1,28 +1,22 @@
 """The Snakemake workflow: config validation before any job, and the tiny config end to end."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+from conftest import ENV, ROOT, SNAKEMAKE
 
 
 def snakemake(tmp_path, config: dict, *args, timeout=900):
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     return subprocess.run(
         [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg_file),
          "--cores", "2", *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True, text=True, env=ENV, timeout=timeout,
     )
 
 
@@ -92,8 +86,7 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
 
 @pytest.mark.parametrize("configfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")))
 def test_every_shipped_config_passes_the_schema_and_a_dry_run(tmp_path, configfile):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     res = subprocess.run([SNAKEMAKE, "-n", "--nolock", "--cores", "2", "--configfile", configfile,
-                          "--config", f"results={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, env=env)
+                          "--config", f"results={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "rule train:" in res.stdout or "train" in res.stdout
