@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from mtdiff import report
+from mtdiff import cli, report
 from mtdiff.errors import MtdiffError
 
 
@@ -17,8 +19,6 @@ from mtdiff.errors import MtdiffError
 
 
 def _png_ok(path: Path, min_side=300):
-    from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         assert im.size[0] >= min_side and im.size[1] >= 200, (path, im.size)
@@ -29,8 +29,6 @@ def _png_ok(path: Path, min_side=300):
 @pytest.fixture(scope="module")
 def built(report_results, tmp_path_factory):
     """The reports, written once: digits through the CLI entry point, shapes through make_report."""
-    import argparse
-
     out = tmp_path_factory.mktemp("reports")
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
@@ -86,8 +84,6 @@ def test_plots_without_curves_are_placeholders(report_results, tmp_path):
 
 
 def test_cli_notebook_only_needs_an_output():
-    import argparse
-
     parser = argparse.ArgumentParser()
     report.add_report_parser(parser.add_subparsers())
     args = parser.parse_args(["report", "--dataset", "digits", "--notebook-only"])
@@ -96,8 +92,6 @@ def test_cli_notebook_only_needs_an_output():
 
 
 def test_cli_is_wired_into_mtdiff():
-    from mtdiff import cli
-
     parser = cli.build_parser()
     if "report" not in parser._subparsers._group_actions[0].choices:  # pragma: no cover - integrator's step
         pytest.skip("mtdiff.cli does not call add_report_parser yet")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import nbformat
 import pytest
 
 from mtdiff import report
@@ -16,8 +17,6 @@ from conftest import ROOT
 
 
 def test_notebook_metadata():
-    import nbformat
-
     nb = nbformat.read(ROOT / "notebooks" / "report.ipynb", as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -37,8 +36,6 @@ def test_notebook_executes_on_fabricated_results(report_results, tmp_path):
     for text in ("digits", "shapes", "mt_label (MT: image + label)", "anchor: real data (train vs test)",
                  "32.0 ± 5.0", "QUOTED", "mt_label has the lowest value", "data:image/png;base64"):
         assert text in html, text
-    import nbformat
-
     nb = nbformat.read(paths["ipynb"], as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
