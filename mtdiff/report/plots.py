@@ -57,6 +57,17 @@ def curve_points(g: pd.DataFrame, x: str) -> tuple[pd.DataFrame, float | None]:
     return g.sort_values(["_ema", "_order"]).groupby(["model", "seed", x]).tail(1), n_main
 
 
+def _columns_along(pts: pd.DataFrame, along: str) -> list[str]:
+    """The ranked columns in which some (model, seed) has two or more values of ``along``: the
+    panels of a curve plot, in table order."""
+    cols = []
+    for col, g in pts.groupby("column"):
+        if metric_direction(parse_column_key(col)[0]) is not None and \
+                (g.groupby(["model", "seed"])[along].nunique() >= 2).any():
+            cols.append(col)
+    return sorted(cols, key=column_sort_key)
+
+
 def plot_training_curves(records: pd.DataFrame, out_dir, *, summaries: pd.DataFrame | None = None,
                          x: str = "images_seen", headline_nfe: int | None = None, dataset: str | None = None,
                          stem: str = "training_curves", placeholder: bool = True) -> list[Path]:
@@ -73,13 +84,7 @@ def plot_training_curves(records: pd.DataFrame, out_dir, *, summaries: pd.DataFr
     pts = df[df["checkpoint_step"].notna() & ~df["model"].isin(ANCHORS)]
     if nfe is not None:
         pts = pts[pts["nfe"].isna() | (pts["nfe"] == nfe)]
-    cols = []
-    for col, g in pts.groupby("column"):
-        if metric_direction(parse_column_key(col)[0]) is None:
-            continue
-        if (g.groupby(["model", "seed"])["checkpoint_step"].nunique() >= 2).any():
-            cols.append(col)
-    cols.sort(key=column_sort_key)
+    cols = _columns_along(pts, "checkpoint_step")
     if not cols:
         return placeholder_figure(out_dir, stem, title, "no records at two or more checkpoint steps\n"
                             "(run the curve evaluation: mtdiff evaluate curve --what steps)") if placeholder else []
@@ -146,13 +151,7 @@ def plot_metric_vs_nfe(records: pd.DataFrame, out_dir, *, dataset: str | None = 
         pts["_step"] = pts["checkpoint_step"].fillna(-1)
         last = pts.groupby(["model", "seed", "column"])["_step"].transform("max")
         pts = pts[pts["_step"] == last]
-    cols = []
-    for col, g in pts.groupby("column"):
-        if metric_direction(parse_column_key(col)[0]) is None:
-            continue
-        if (g.groupby(["model", "seed"])["nfe"].nunique() >= 2).any():
-            cols.append(col)
-    cols.sort(key=column_sort_key)
+    cols = _columns_along(pts, "nfe")
     if not cols:
         return placeholder_figure(out_dir, stem, title, "no records at two or more NFE values\n"
                             "(run the curve evaluation: mtdiff evaluate curve --what nfe)") if placeholder else []
