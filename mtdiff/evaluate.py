@@ -35,7 +35,6 @@ from mtdiff.io import atomic_write_text
 from mtdiff.metrics.records import MetricRecord, append_records
 from mtdiff.metrics.task import classification_metrics, segmentation_metrics
 from mtdiff.predict import predict_split
-from mtdiff.sample import generate
 from mtdiff.train import list_checkpoints, load_run, load_split, read_checkpoint
 
 INCEPTION_NAME = "inception-v3-compat"
@@ -250,6 +249,9 @@ def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) 
 def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0) -> list[dict]:
     """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
     (final checkpoint), with ``eval.curve_num_samples`` images per point."""
+    # lazy: mtdiff.sample imports torchvision (through mtdiff.viz; ~165 MB of memory, measured),
+    # and mtdiff.cli imports this module for every command; only the curve samples images
+    from mtdiff.sample import generate
 
     cfg = _run_config(run)
     run = Path(run)

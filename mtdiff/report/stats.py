@@ -6,7 +6,6 @@ import math
 from typing import Iterable
 
 import numpy as np
-import scipy.stats
 
 from mtdiff.report.vocabulary import is_missing
 
@@ -24,6 +23,10 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, int, float]:
     mean = float(v.mean())
     if n < 2:
         return mean, float("nan"), n, float("nan")
+    # lazy: scipy.stats adds ~60 MB of memory (measured) to every `mtdiff` command, all of which
+    # import this package to build the CLI parser; only the report computes intervals
+    import scipy.stats
+
     std = float(v.std(ddof=1))
     return mean, float(scipy.stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)), n, std
 
