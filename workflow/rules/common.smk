@@ -16,7 +16,9 @@ DATASETS = config["datasets"]
 # needs mtdiff importable where snakemake runs (the venv or the conda env of README.md).
 sys.path.insert(0, str(ROOT))
 try:
+    from mtdiff.config import load_config
     from mtdiff.data import DATASETS as DATASET_REGISTRY
+    from mtdiff.errors import MtdiffError
     from mtdiff.models import MODELS, models_where
 except ImportError as exc:
     raise WorkflowError(
@@ -33,6 +35,7 @@ MULTI_TASK = set(models_where(lambda spec: spec.multi_task))
 def _check_names():
     """Dataset and model names against the registries (the schema leaves them open so that a
     registry entry is the only place a name is declared); a typo gets a did-you-mean hint."""
+
     def unknown(option, name, known):
         close = difflib.get_close_matches(str(name), list(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -65,9 +68,6 @@ def run_overrides(dataset):
 def _validate_runs():
     """Load every (dataset, model) run config through mtdiff before any job runs, so a bad
     key, a model needing a modality the dataset lacks, or a bad schedule stops here."""
-    from mtdiff.config import load_config
-    from mtdiff.errors import MtdiffError
-
     for dataset, d in DATASETS.items():
         if not Path(d["run_config"]).is_file():
             raise WorkflowError(f"datasets.{dataset}.run_config: file {d['run_config']!r} does not exist")
