@@ -253,3 +253,12 @@ def test_cli_refuses_before_writing_anything(tmp_path):
     assert res.stderr.startswith("error: ") and key in res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_config_is_a_leaf_module():
+    """mtdiff.config imports nothing of mtdiff but its errors (no cycle through models)."""
+    code = ("import sys, mtdiff.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('mtdiff')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "['mtdiff', 'mtdiff.config', 'mtdiff.errors']"

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mtdiff import samplers
-from mtdiff.config import ModalityConfig, load_config
+from mtdiff.config import ModalityConfig
+from mtdiff.models import load_run_config as load_config  # field and registry checks, as the CLI does
 from mtdiff.diffusion import Diffusion
 from mtdiff.errors import ConfigError
 from mtdiff.modalities import LabelModality, MaskModality
