@@ -42,10 +42,10 @@ def cmd_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from mtdiff.config import load_config
+    from mtdiff.models import load_run_config
     from mtdiff.train import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides)
     train(cfg, args.out, progress=not args.no_progress)
 
 

@@ -7,6 +7,14 @@ named (typos never pass silently), and the resolved config is written beside eve
     mtdiff train --config config/runs/digits_mt_label.yaml --out results/run \
         --set train.total_kimg=50 --set net.model_channels=64
 
+Every field declares what it accepts where it is declared (``opt(default, ...)``: a range, a
+set of choices, or the name of a registry such as ``models``). :func:`load_config` checks all
+of them for every source (YAML file, workflow ``overrides``, ``--set``) and the consistency of
+fields with each other; the checks that need the registries (model vs dataset, encoders, the
+terminal condition of eq. 5) are :func:`mtdiff.models.check_config`, which resolves the
+registry names declared here. This module imports nothing else from mtdiff but its errors, so
+every other module may import it.
+
 Units follow NVlabs/edm: budgets in thousands of images (``*_kimg``), so a change of batch
 size keeps the number of images seen.
 """
@@ -15,54 +23,122 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection
 
 import yaml
 
 from mtdiff.errors import ConfigError, choice_error
 
+# --------------------------------------------------------------------------------------------
+# What a field accepts, declared beside the field.
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """Valid values of one option: numbers in a range, one of ``choices``, a name in the
+    registry ``registry`` (resolved by mtdiff.models.check_config), or a ``pattern``. For tuple
+    fields the rule applies to every item and ``min_items`` bounds the length."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    registry: str | None = None
+    pattern: str | None = None
+    min_items: int = 0
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return ", ".join(map(str, self.choices))
+        if self.pattern is not None:
+            return f"a string matching {self.pattern}"
+        lo = f"> {self.gt:g}" if self.gt is not None else (f">= {self.ge:g}" if self.ge is not None else "")
+        hi = f"< {self.lt:g}" if self.lt is not None else (f"<= {self.le:g}" if self.le is not None else "")
+        return "a finite number " + " and ".join(p for p in (lo, hi) if p) if lo or hi else "a finite number"
+
+    def ok(self, value: Any, choices: Collection | None = None) -> bool:
+        if self.registry is not None:
+            return choices is None or value in choices
+        if self.choices is not None:
+            return value in self.choices
+        if self.pattern is not None:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (math.isfinite(value)
+                    and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                    and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return True
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Callable | None = None, **accepts) -> Any:
+    """A dataclass field with its valid values (see :class:`Accepts`) in its metadata."""
+    meta = {"accepts": Accepts(**accepts)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+POSITIVE = {"gt": 0}  # a finite number > 0
+COUNT = {"ge": 1}  # an integer >= 1
+PROBABILITY = {"ge": 0, "lt": 1}  # [0, 1)
+FRACTION = {"ge": 0, "le": 1}  # [0, 1]
+# Largest batch, sample count or width accepted: far above anything these datasets or a GPU's
+# memory allow, it stops typos (a batch of 10**9) before they try to allocate.
+MAX_COUNT = 2**20
+
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # a name in mtdiff.data.DATASETS
-    image_size: int | None = None  # pixels (H == W); None = the dataset's default
+    dataset: str = opt("digits", registry="datasets")  # a name in mtdiff.data.DATASETS
+    # pixels (H == W); None = the dataset's default. The dataset's own range and the network's
+    # levels (a multiple of 2**(levels - 1)) are checked by mtdiff.models.check_config.
+    image_size: int | None = opt(None, ge=4, le=1024)
     root: str = "data"  # where torchvision-backed datasets live (ignored by embedded ones)
     download: bool = False  # let torchvision download a missing dataset (never the default)
-    num_train: int | None = None  # subsample / number of generated scenes; None = all
-    num_test: int | None = None
-    options: dict = field(default_factory=dict)  # dataset-specific options (e.g. mask_threshold)
+    num_train: int | None = opt(None, **COUNT)  # subsample / number of generated scenes; None = all
+    num_test: int | None = opt(None, **COUNT)
+    # dataset-specific options (e.g. mask_threshold); the names the dataset knows
+    # (mtdiff.data.DATASETS[name].options) are checked by mtdiff.models.check_config
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
 class DiffusionConfig:
-    num_steps: int = 1000  # T, number of forward steps
-    noise_schedule: str = "linear"  # linear | cosine (mtdiff.diffusion.NOISE_SCHEDULES)
-    beta_start: float = 1e-4  # linear schedule only
-    beta_end: float = 0.02  # linear schedule only
-    prediction: str = "eps"  # what the image head predicts: eps | x0 | v
+    # T, number of forward steps. At most 100,000: every per-step table holds T + 1 float64
+    # values per modality; DDPM uses 1,000.
+    num_steps: int = opt(1000, ge=2, le=100_000)
+    noise_schedule: str = opt("linear", registry="noise_schedules")  # linear | cosine (mtdiff.diffusion)
+    beta_start: float = opt(1e-4, gt=0, lt=1)  # linear schedule only; < beta_end
+    beta_end: float = opt(0.02, gt=0, lt=1)  # linear schedule only
+    prediction: str = opt("eps", registry="predictions")  # what the image head predicts: eps | x0 | v
     # Largest aggregated-mean coefficient c_T^(i) allowed at t = T, so that
     # q(z_T | z_0, X) stays close to N(0, I) (docs/method.md, eq. 5).
-    max_terminal_coeff: float = 0.02
+    max_terminal_coeff: float = opt(0.02, gt=0, le=1)
 
 
 @dataclass
 class ModalityConfig:
     """One extra modality x_i aggregated into the forward process (docs/method.md, eq. 1)."""
 
-    encoder: str = "fixed"  # E_i: see the modality's ENCODERS in mtdiff.modalities
-    weight_schedule: str = "noise_tied"  # w_t^(i): noise_tied | constant_decay
-    weight_scale: float = 0.5  # gamma_i = max_t c_t^(i): peak share of e_i in the mean of z_t
-    decay_start_frac: float = 0.1  # constant_decay: w_t constant up to this fraction of T ...
-    decay_end_frac: float = 0.3  # ... then linear to 0 at this fraction of T, 0 after
-    loss_weight: float = 1.0  # lambda_i, weight of the head loss in the multi-task loss (eq. 9)
+    encoder: str = opt("fixed", registry="encoders")  # E_i: see the modality's ENCODERS in mtdiff.modalities
+    weight_schedule: str = opt("noise_tied", registry="weight_schedules")  # w_t^(i): noise_tied | constant_decay
+    # gamma_i = max_t c_t^(i): peak share of e_i in the mean of z_t (c_T is bounded by
+    # diffusion.max_terminal_coeff, checked by mtdiff.models.check_config)
+    weight_scale: float = opt(0.5, **POSITIVE)
+    decay_start_frac: float = opt(0.1, **FRACTION)  # constant_decay: w_t constant up to this fraction of T ...
+    decay_end_frac: float = opt(0.3, **FRACTION)  # ... then linear to 0 at this fraction of T, 0 after
+    loss_weight: float = opt(1.0, ge=0)  # lambda_i, weight of the head loss in the multi-task loss (eq. 9)
     # masked_image only: which pixels are hidden, and how many
-    mask_pattern: str = "patches"  # patches | center | pixels
-    mask_ratio: float = 0.5  # fraction of pixels hidden
-    patch_size: int = 4  # pixels, side of a square patch (mask_pattern=patches)
+    mask_pattern: str = opt("patches", registry="mask_patterns")  # patches | center | pixels
+    mask_ratio: float = opt(0.5, gt=0, lt=1)  # fraction of pixels hidden
+    patch_size: int = opt(4, **COUNT)  # pixels, side of a square patch (mask_pattern=patches); divides the size
 
 
 def _default_modalities() -> dict[str, ModalityConfig]:
@@ -75,37 +151,42 @@ def _default_modalities() -> dict[str, ModalityConfig]:
 
 @dataclass
 class NetConfig:
-    model_channels: int = 32  # base width of the U-Net
-    channel_mult: tuple[int, ...] = (1, 2)  # width multiplier per resolution level
-    num_res_blocks: int = 1  # residual blocks per level (decoder has one more)
-    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (pixels) with attention
-    head_channels: int = 32  # channels per attention head
-    dropout: float = 0.0
-    label_head_hidden: int = 128  # hidden width of the label head's MLP
+    # base width of the U-Net; head_channels must divide every attention width (checked by
+    # mtdiff.models.check_config, which builds the network's shape without weights)
+    model_channels: int = opt(32, ge=1, le=4096)
+    # width multiplier per resolution level: at least one level, each >= 1; 2**(levels - 1)
+    # must divide the image size
+    channel_mult: tuple[int, ...] = opt((1, 2), ge=1, le=64, min_items=1)
+    num_res_blocks: int = opt(1, ge=1, le=64)  # residual blocks per level (decoder has one more)
+    attention_resolutions: tuple[int, ...] = opt((8,), ge=1)  # feature-map sizes (pixels) with attention
+    head_channels: int = opt(32, ge=1)  # channels per attention head
+    dropout: float = opt(0.0, **PROBABILITY)
+    label_head_hidden: int = opt(128, ge=1, le=MAX_COUNT)  # hidden width of the label head's MLP
 
 
 @dataclass
 class TrainConfig:
-    total_kimg: float = 40.0  # training budget, thousands of images seen
-    batch_size: int = 64  # global batch (split across DDP ranks)
-    lr: float = 2e-4  # AdamW peak learning rate
-    lr_warmup_kimg: float = 2.0  # linear warm-up length
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    ema_halflife_kimg: float = 2.0  # EMA half-life in thousands of images (edm)
-    ema_rampup_ratio: float | None = 0.05  # half-life <= this * images seen, early on; None = off
+    total_kimg: float = opt(40.0, **POSITIVE)  # training budget, thousands of images seen
+    batch_size: int = opt(64, ge=1, le=MAX_COUNT)  # global batch (split across DDP ranks)
+    lr: float = opt(2e-4, gt=0, le=1)  # AdamW peak learning rate
+    lr_warmup_kimg: float = opt(2.0, ge=0)  # linear warm-up length
+    weight_decay: float = opt(0.0, ge=0)
+    betas: tuple[float, float] = opt((0.9, 0.999), **PROBABILITY)  # AdamW (beta1, beta2), each in [0, 1)
+    grad_clip: float = opt(1.0, ge=0)  # max global grad norm; 0 disables
+    ema_halflife_kimg: float = opt(2.0, ge=0)  # EMA half-life in thousands of images (edm)
+    # half-life <= this * images seen, early on; None = off
+    ema_rampup_ratio: float | None = opt(0.05, **POSITIVE)
     # auto | fp32 | bf16 | fp16. auto = bf16 autocast where the hardware runs it fast (CUDA,
     # CPUs with AVX-512 BF16/AMX), else fp32. fp16 is CUDA only, with a grad scaler.
-    precision: str = "auto"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    checkpoint_every_kimg: float = 10.0  # write a resumable checkpoint this often
-    keep_last: int = 2  # rolling checkpoints kept (older ones deleted)
-    snapshot_kimg: tuple[float, ...] = ()  # extra checkpoints kept for metric-vs-step curves
-    log_every_steps: int = 25  # JSONL metrics record every this many steps
-    num_workers: int = 0  # DataLoader worker processes decoding lazy (torchvision) datasets
-    threads: int | None = None  # torch intra-op threads; None = torch's default
+    precision: str = opt("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    seed: int = opt(0, ge=0, lt=2**63)
+    device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?")  # auto | cpu | cuda | cuda:N
+    checkpoint_every_kimg: float = opt(10.0, **POSITIVE)  # write a resumable checkpoint this often
+    keep_last: int = opt(2, **COUNT)  # rolling checkpoints kept (older ones deleted)
+    snapshot_kimg: tuple[float, ...] = opt((), **POSITIVE)  # extra checkpoints kept for metric-vs-step curves
+    log_every_steps: int = opt(25, **COUNT)  # JSONL metrics record every this many steps
+    num_workers: int = opt(0, ge=0, le=256)  # DataLoader worker processes decoding lazy (torchvision) datasets
+    threads: int | None = opt(None, ge=1, le=1024)  # torch intra-op threads; None = torch's default
     # CUDA only (ignored on CPU): let fp32 matmuls and cuDNN convolutions use TF32 tensor cores
     # (10-bit mantissa, ~1e-3 relative error per op). Stated explicitly because cuDNN allows
     # TF32 by default and matmuls do not; the value in force is recorded in run.json.
@@ -117,17 +198,17 @@ class TrainConfig:
     # Number of GPUs = DDP processes, one per GPU. > 1 needs that many visible CUDA GPUs and a
     # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which
     # the workflow's train rule does); the global batch_size is split across them.
-    gpus: int = 1
+    gpus: int = opt(1, ge=1, le=1024)
 
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ddim"  # ddpm | ddim (mtdiff.samplers.SAMPLERS)
-    steps: int = 50  # number of network evaluations (NFE)
-    eta: float = 0.0  # DDIM stochasticity (0 = deterministic, 1 = ancestral)
-    num_samples: int = 64
-    batch_size: int = 256
-    seed: int = 0
+    sampler: str = opt("ddim", registry="samplers")  # ddpm | ddim (mtdiff.samplers.SAMPLERS)
+    steps: int = opt(50, **COUNT)  # number of network evaluations (NFE), at most diffusion.num_steps
+    eta: float = opt(0.0, **FRACTION)  # DDIM stochasticity (0 = deterministic, 1 = ancestral)
+    num_samples: int = opt(64, ge=1, le=MAX_COUNT)
+    batch_size: int = opt(256, ge=1, le=MAX_COUNT)
+    seed: int = opt(0, ge=0, lt=2**63)
     ema: bool = True  # sample from the EMA weights
     clip_x0: bool = True  # clip the predicted z_0 to [-1, 1] at every step
 
@@ -136,33 +217,35 @@ class SampleConfig:
 class InferenceConfig:
     """How an MT model labels / segments a real image (docs/method.md, section 6)."""
 
-    label_procedure: str = "head"  # head | elbo
-    mask_procedure: str = "head"  # head
-    t_infer: int = 1  # timestep at which the head reads the noised real image
-    num_draws: int = 4  # noise draws averaged (head) or per timestep (elbo)
-    elbo_timesteps: int = 10  # elbo: evenly spaced timesteps per candidate class
+    label_procedure: str = opt("head", registry="label_procedures")  # head | elbo
+    mask_procedure: str = opt("head", registry="mask_procedures")  # head
+    t_infer: int = opt(1, **COUNT)  # timestep at which the head reads the noised real image (<= T)
+    num_draws: int = opt(4, ge=1, le=MAX_COUNT)  # noise draws averaged (head) or per timestep (elbo)
+    elbo_timesteps: int = opt(10, ge=1, le=MAX_COUNT)  # elbo: evenly spaced timesteps per candidate class
 
 
 @dataclass
 class EvalConfig:
     """The metric protocol (docs/method.md has the procedures; records state every choice)."""
 
-    extractor: str = "domain"  # domain (a small classifier trained per dataset) | inception
+    # domain (a small classifier trained per dataset) | inception
+    extractor: str = opt("domain", choices=("domain", "inception"))
     # Inception-v3 weights file for extractor=inception (never downloaded: see mtdiff.metrics)
     feature_extractor_weights_path: str | None = None
-    feature_extractor_sha256: str | None = None  # optional checksum of that file
-    reference_split: str = "train"  # real images FID/KID compare against
-    num_samples: int = 1000  # generated images per FID/KID
-    kid_subset_size: int = 1000  # capped at the smaller set's size
+    # optional checksum of that file: 64 hexadecimal digits
+    feature_extractor_sha256: str | None = opt(None, pattern=r"[0-9a-fA-F]{64}")
+    reference_split: str = opt("train", choices=("train", "test"))  # real images FID/KID compare against
+    num_samples: int = opt(1000, ge=2, le=MAX_COUNT)  # generated images per FID/KID (two at least)
+    kid_subset_size: int = opt(1000, ge=2, le=MAX_COUNT)  # capped at the smaller set's size
     prc: bool = False  # also precision/recall (k-NN in feature space)
-    extractor_steps: int = 400  # training steps of the domain extractor (fixed recipe, seed 0)
-    curve_num_samples: int = 500  # generated images per point of metric-vs-step/NFE curves
-    curve_nfe: tuple[int, ...] = (10, 25, 50)  # NFE values of the metric-vs-NFE curve
+    extractor_steps: int = opt(400, ge=1, le=MAX_COUNT)  # training steps of the domain extractor (fixed recipe, seed 0)
+    curve_num_samples: int = opt(500, ge=2, le=MAX_COUNT)  # generated images per point of metric-vs-step/NFE curves
+    curve_nfe: tuple[int, ...] = opt((10, 25, 50), **COUNT)  # NFE values of the metric-vs-NFE curve
 
 
 @dataclass
 class RunConfig:
-    model: str = "mt_label"  # a name in mtdiff.models.MODELS
+    model: str = opt("mt_label", registry="models")  # a name in mtdiff.models.MODELS
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     modalities: dict[str, ModalityConfig] = field(default_factory=_default_modalities)
@@ -175,10 +258,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
 
-    def save(self, path: str | Path) -> None:
-        from mtdiff.utils import atomic_write_text
-
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (what a run folder's config.yaml holds)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def _to_plain(obj: Any) -> Any:
@@ -263,50 +345,127 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge(base: dict, update: dict) -> dict:
+    """``update`` merged into a copy of ``base``, nested mappings key by key."""
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
 
 
+_merge = merge  # the name train.py and older code use
+
+
+def nest_dotted(values: dict) -> dict:
+    """``{"train.lr": 1e-3, "net": {"dropout": 0.1}}`` -> nested dict (dotted keys split), the
+    form every source (YAML file, workflow ``overrides``, ``--set``) is merged in."""
+    nested: dict = {}
+    for key, value in values.items():
+        parts = str(key).split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"config key {key!r} is not accepted; accepted: dotted names such as train.lr")
+        if isinstance(value, dict):
+            value = nest_dotted(value)
+        node = nested
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        last = parts[-1]
+        node[last] = merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
+    return nested
+
+
+def flatten_dotted(values: dict, prefix: str = "") -> dict:
+    """Inverse of :func:`nest_dotted`: nested dict -> ``{"train.lr": ...}`` (leaves only)."""
+    flat = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            flat.update(flatten_dotted(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with duplicate keys refused: PyYAML silently keeps the last of two equal keys, which
+# hides a pasted `train:` section. Every config file of mtdiff and the workflow is read here.
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping naming the same key twice."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """YAML ``text`` parsed with duplicate keys refused; errors are one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, _DuplicateKey):
+            raise ConfigError(f"{source}: {problem}{where}; a mapping may name each key once") from None
+        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file, duplicate keys refused; a missing or unreadable file is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not readable text ({type(exc).__name__})") from None
+    return parse_yaml(text, repr(str(path)))
+
+
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["train.lr=1e-3", "net.channel_mult=[1,2,2]"]`` -> nested dict (values parsed as YAML)."""
-    nested: dict = {}
+    flat: dict = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
+        flat[key.strip()] = parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
+    return nest_dotted(flat)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """Defaults <- YAML file <- overrides, validated (types, names, cross-field consistency)."""
+    """Defaults <- YAML file <- overrides, every field checked against what it accepts and
+    against the other fields (:func:`check_values`, :func:`check_consistency`). The checks that
+    need the registries are :func:`mtdiff.models.check_config` (``load_run_config`` there does
+    both)."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        loaded = load_yaml(path)
+        loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
-        values = loaded
+        values = nest_dotted(loaded)
     if isinstance(overrides, dict):
-        values = _merge(values, overrides)
+        values = merge(values, nest_dotted(overrides))
     else:
-        values = _merge(values, parse_overrides(overrides))
+        values = merge(values, parse_overrides(overrides))
     # Modalities given in a file override field by field, on top of that modality's defaults.
     if "modalities" in values and isinstance(values["modalities"], dict):
         defaults = {k: dataclasses.asdict(v) for k, v in _default_modalities().items()}
@@ -316,10 +475,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                 raise ConfigError(f"unknown modality 'modalities.{name}'; accepted: {', '.join(defaults)}")
             if not isinstance(opts, dict):
                 raise ConfigError(f"modalities.{name} must be a mapping, got {opts!r}")
-            merged[name] = _merge(defaults[name], opts)
+            merged[name] = merge(defaults[name], opts)
         values = dict(values, modalities=merged)
     config = _build(RunConfig, values)
-    validate_config(config)
+    check_values(config)
+    check_consistency(config)
     return config
 
 
@@ -328,52 +488,80 @@ def config_from_dict(values: dict) -> RunConfig:
     return load_config(None, values)
 
 
-def validate_config(cfg: RunConfig) -> None:
-    """Cross-field checks that need the registries; raises ConfigError before any work starts."""
-    from mtdiff import diffusion, models, samplers
+# --------------------------------------------------------------------------------------------
+# Checks
 
-    models.get_model_spec(cfg.model)
-    if cfg.diffusion.num_steps < 2:
-        raise ConfigError(f"diffusion.num_steps must be >= 2, got {cfg.diffusion.num_steps}")
-    if cfg.diffusion.noise_schedule not in diffusion.NOISE_SCHEDULES:
-        raise choice_error("diffusion.noise_schedule", cfg.diffusion.noise_schedule, diffusion.NOISE_SCHEDULES)
-    if cfg.diffusion.prediction not in diffusion.PREDICTIONS:
-        raise choice_error("diffusion.prediction", cfg.diffusion.prediction, diffusion.PREDICTIONS)
-    if cfg.sample.sampler not in samplers.SAMPLERS:
-        raise choice_error("sample.sampler", cfg.sample.sampler, samplers.SAMPLERS)
-    if not 1 <= cfg.sample.steps <= cfg.diffusion.num_steps:
-        raise ConfigError(f"sample.steps={cfg.sample.steps} must be in 1..diffusion.num_steps ({cfg.diffusion.num_steps})")
-    if cfg.train.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise choice_error("train.precision", cfg.train.precision, ("auto", "fp32", "bf16", "fp16"))
-    if cfg.train.batch_size < 1 or cfg.train.total_kimg <= 0:
-        raise ConfigError("train.batch_size must be >= 1 and train.total_kimg > 0")
-    if cfg.train.gpus < 1:
-        raise ConfigError(f"train.gpus={cfg.train.gpus} must be >= 1 (number of GPUs, one DDP process each)")
-    if cfg.train.gpus > 1 and (cfg.train.device == "cpu" or cfg.train.device.startswith("cuda:")):
+
+def _fields(obj: Any, prefix: str = ""):
+    """(dotted key, value, Accepts | None) of every leaf field of a config dataclass."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, key + ".")
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            for name, sub in value.items():
+                yield from _fields(sub, f"{key}.{name}.")
+        else:
+            yield key, value, f.metadata.get("accepts")
+
+
+def check_values(cfg: RunConfig, registry: Callable[[str, str], Collection] | None = None) -> None:
+    """Every field against what it declares it accepts; raises a one-line ConfigError naming
+    the key, the value and what is accepted. ``registry(name, key)`` returns the names of a
+    registry (mtdiff.models.check_config passes it); without it registry fields are skipped."""
+    for key, value, accepts in _fields(cfg):
+        if accepts is None or value is None:
+            continue
+        if accepts.registry is not None and registry is None:
+            continue
+        choices = registry(accepts.registry, key) if accepts.registry is not None else None
+        if isinstance(value, tuple):
+            if len(value) < accepts.min_items:
+                raise ConfigError(f"{key}={list(value)!r} is not accepted; accepted: at least "
+                                  f"{accepts.min_items} value(s), each {accepts.describe()}")
+            for i, item in enumerate(value):
+                if not accepts.ok(item, choices):
+                    raise ConfigError(f"{key}[{i}]={item!r} is not accepted; accepted: {accepts.describe()}")
+        elif not accepts.ok(value, choices):
+            if choices is not None:
+                raise choice_error(key, value, choices)
+            raise ConfigError(f"{key}={value!r} is not accepted; accepted: {accepts.describe()}")
+
+
+def check_consistency(cfg: RunConfig) -> None:
+    """Checks between fields of one config (no registry needed)."""
+    T = cfg.diffusion.num_steps
+    d = cfg.diffusion
+    if d.noise_schedule == "linear" and not d.beta_start < d.beta_end:
+        raise ConfigError(f"diffusion.beta_start={d.beta_start} must be below diffusion.beta_end={d.beta_end}")
+    if cfg.sample.steps > T:
+        raise ConfigError(f"sample.steps={cfg.sample.steps} must be in 1..diffusion.num_steps ({T})")
+    if cfg.inference.t_infer > T:
+        raise ConfigError(f"inference.t_infer={cfg.inference.t_infer} must be in 1..diffusion.num_steps ({T})")
+    for name, m in cfg.modalities.items():
+        if m.decay_start_frac > m.decay_end_frac:
+            raise ConfigError(
+                f"modalities.{name}.decay_start_frac={m.decay_start_frac} must not exceed "
+                f"modalities.{name}.decay_end_frac={m.decay_end_frac}"
+            )
+    tc = cfg.train
+    if tc.gpus > 1 and (tc.device == "cpu" or tc.device.startswith("cuda:")):
         raise ConfigError(
-            f"train.gpus={cfg.train.gpus} needs train.device: cuda or auto (got {cfg.train.device!r}): each DDP "
+            f"train.gpus={tc.gpus} needs train.device: cuda or auto (got {tc.device!r}): each DDP "
             f"process takes the GPU of its rank"
         )
-    if cfg.train.batch_size % cfg.train.gpus:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by train.gpus={cfg.train.gpus}")
-    if not 1 <= cfg.inference.t_infer <= cfg.diffusion.num_steps:
-        raise ConfigError(f"inference.t_infer={cfg.inference.t_infer} must be in 1..{cfg.diffusion.num_steps}")
-    if cfg.eval.extractor not in ("domain", "inception"):
-        raise choice_error("eval.extractor", cfg.eval.extractor, ("domain", "inception"))
+    if tc.batch_size % tc.gpus:
+        raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by train.gpus={tc.gpus}")
+    size = cfg.data.image_size
+    levels = len(cfg.net.channel_mult)
+    if size is not None and size % 2 ** (levels - 1):
+        raise ConfigError(
+            f"data.image_size={size} is not accepted with net.channel_mult={list(cfg.net.channel_mult)} "
+            f"({levels} levels); accepted: a multiple of {2 ** (levels - 1)}, or fewer levels"
+        )
     if cfg.eval.extractor == "inception" and not cfg.eval.feature_extractor_weights_path:
         raise ConfigError(
             "eval.extractor=inception needs eval.feature_extractor_weights_path: the local Inception-v3 weights "
             "file (it is never downloaded; see README, 'Inception FID')"
         )
-    if cfg.eval.reference_split not in ("train", "test"):
-        raise choice_error("eval.reference_split", cfg.eval.reference_split, ("train", "test"))
-    if cfg.eval.num_samples < 2 or cfg.eval.curve_num_samples < 2:
-        raise ConfigError("eval.num_samples and eval.curve_num_samples must be >= 2 (FID/KID need two images)")
-    inf = cfg.inference
-    if inf.label_procedure not in samplers.LABEL_PROCEDURES:
-        raise choice_error("inference.label_procedure", inf.label_procedure, samplers.LABEL_PROCEDURES)
-    if inf.mask_procedure not in samplers.MASK_PROCEDURES:
-        raise choice_error("inference.mask_procedure", inf.mask_procedure, samplers.MASK_PROCEDURES)
-    if inf.num_draws < 1 or inf.elbo_timesteps < 1:
-        raise ConfigError("inference.num_draws and inference.elbo_timesteps must be >= 1")
-    models.validate_modalities(cfg)

@@ -25,10 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mtdiff.diffusion import Diffusion
+from mtdiff.config import RunConfig, check_values, load_config
+from mtdiff.data import DATASETS
+from mtdiff.diffusion import NOISE_SCHEDULES, PREDICTIONS, WEIGHT_SCHEDULES, Diffusion
 from mtdiff.errors import ConfigError, choice_error
-from mtdiff.modalities import MODALITIES, LabelModality, MaskModality
+from mtdiff.modalities import MODALITIES, LabelModality, MaskedImageModality, MaskModality
 from mtdiff.nets import UNet
+from mtdiff.samplers import LABEL_PROCEDURES, MASK_PROCEDURES, SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,37 @@ def get_model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def validate_modalities(cfg) -> None:
-    """The dataset supplies what the model needs; encoders and w_t schedules are valid."""
-    from mtdiff.data import DATASETS
+# ---------------------------------------------------------------------------------------------
+# Checks of a config against the registries (mtdiff.config checks each field and field pairs;
+# what needs to know the models, datasets, schedules and networks is checked here).
 
+
+def _registry_choices(registry: str, key: str):
+    """Names accepted by the registry a config field declares (mtdiff.config ``opt(registry=)``)."""
+    if registry == "encoders":  # modalities.<name>.encoder: that modality's own encoders
+        name = key.split(".")[1]
+        return MODALITIES[name].ENCODERS if name in MODALITIES else ()
+    return {
+        "models": MODELS,
+        "datasets": DATASETS,
+        "noise_schedules": NOISE_SCHEDULES,
+        "predictions": PREDICTIONS,
+        "weight_schedules": WEIGHT_SCHEDULES,
+        "mask_patterns": MaskedImageModality.PATTERNS,
+        "samplers": SAMPLERS,
+        "label_procedures": LABEL_PROCEDURES,
+        "mask_procedures": MASK_PROCEDURES,
+    }[registry]
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Everything a config must satisfy that needs the registries; a one-line ConfigError
+    naming the key otherwise. Fast for any values: no O(T) Python loop (the schedules are
+    closed forms) and the network is shaped on the meta device, without weights."""
+    check_values(cfg, _registry_choices)
     spec = get_model_spec(cfg.model)
-    if cfg.data.dataset not in DATASETS:
-        raise choice_error("data.dataset", cfg.data.dataset, DATASETS)
-    has = set(DATASETS[cfg.data.dataset].modalities)
+    dataset = DATASETS[cfg.data.dataset]
+    has = set(dataset.modalities)
     missing = spec.needs - has
     if missing:
         able = sorted(n for n, s in MODELS.items() if s.needs <= has)
@@ -152,12 +178,47 @@ def validate_modalities(cfg) -> None:
             f"model={cfg.model} needs {', '.join(sorted(missing))}, which dataset {cfg.data.dataset!r} "
             f"does not supply; models possible on it: {', '.join(able)}"
         )
-    diffusion = Diffusion.from_config(cfg)
-    for name in spec.modalities:
-        m = cfg.modalities[name]
-        if m.encoder not in MODALITIES[name].ENCODERS:
-            raise choice_error(f"modalities.{name}.encoder", m.encoder, MODALITIES[name].ENCODERS)
-        add_modality_schedule(diffusion, name, m, cfg.diffusion.max_terminal_coeff)
+    try:
+        size = dataset.check_image_size(cfg.data.image_size)
+    except ConfigError as exc:
+        raise ConfigError(f"data.{exc}") from None
+    unknown = sorted(set(cfg.data.options) - set(dataset.options))
+    if unknown:
+        raise ConfigError(
+            f"data.options.{unknown[0]} is not known for dataset {cfg.data.dataset!r}; accepted: "
+            f"{', '.join(sorted(dataset.options)) or 'none'}"
+        )
+    _check_network_shape(cfg, size)
+    build_diffusion(cfg)  # each modality's w_t and the terminal condition on c_T (eq. 5)
+    masked = cfg.modalities.get("masked_image")
+    if "masked_image" in spec.modalities and masked.mask_pattern == "patches" and size % masked.patch_size:
+        raise ConfigError(
+            f"modalities.masked_image.patch_size={masked.patch_size} must divide the image size {size}"
+        )
+
+
+def _check_network_shape(cfg: RunConfig, image_size: int) -> None:
+    """The U-Net's constructor checks (levels vs image size, attention resolutions, head width),
+    run on the meta device so no weights are allocated; its messages gain the dotted key."""
+    n = cfg.net
+    try:
+        with torch.device("meta"):
+            UNet(in_channels=3, image_size=image_size, out_channels=3, model_channels=n.model_channels,
+                 channel_mult=tuple(n.channel_mult), num_res_blocks=n.num_res_blocks,
+                 attention_resolutions=tuple(n.attention_resolutions), head_channels=n.head_channels,
+                 dropout=n.dropout)
+    except ConfigError as exc:
+        message = str(exc)
+        prefix = "data." if message.startswith("image_size") else "net."
+        raise ConfigError(f"{prefix}{message}") from None
+
+
+def load_run_config(path=None, overrides=None) -> RunConfig:
+    """:func:`mtdiff.config.load_config` plus :func:`check_config`: what every entry point that
+    takes a config from the user (CLI, workflow) calls before any work starts."""
+    cfg = load_config(path, overrides)
+    check_config(cfg)
+    return cfg
 
 
 def add_modality_schedule(diffusion: Diffusion, name: str, m, max_terminal_coeff: float | None) -> None:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import sys
 import time
@@ -30,19 +29,17 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 from tqdm.auto import tqdm
 
 import mtdiff
-from mtdiff.config import RunConfig, _merge, config_from_dict
-from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
-from mtdiff.models import build_diffusion, build_model, count_parameters, get_model_spec
-from mtdiff.utils import (
-    _atomic_path, atomic_torch_save, atomic_write_json, autocast, check_gpu_request, resolve_device,
-    resolve_precision,
+from mtdiff.checkpoints import (  # noqa: F401  (load_run, read_checkpoint: re-exported for older imports)
+    check_state_fits, clean_temp_files, copy_checkpoint, diff_keys, latest_checkpoint, list_checkpoints, load_run,
+    read_checkpoint, read_run_config, write_checkpoint,
 )
-
-CKPT_RE = re.compile(r"ckpt-(\d{8})\.pt$")
+from mtdiff.config import RunConfig, config_from_dict, merge
+from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
+from mtdiff.models import build_diffusion, build_model, check_config, count_parameters
+from mtdiff.utils import atomic_write_json, atomic_write_text, autocast, check_gpu_request, resolve_device, resolve_precision
 
 # Keys whose change does not alter the trained weights up to the current step: a run folder may
 # be continued with different values of these (e.g. a larger budget), never of anything else.
@@ -155,71 +152,80 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
+# Run folder: may this config continue it, and from which checkpoint
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    found = []
-    for p in ckpt_dir.glob("ckpt-*.pt") if ckpt_dir.is_dir() else []:
-        m = CKPT_RE.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-REQUIRED_KEYS = ("model", "ema", "optimizer", "step", "config")
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint; raise CheckpointError (not a torch traceback) if it is unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train the model first (mtdiff train)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zip, bad pickle, ...: all mean "unusable"
-        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is not an mtdiff checkpoint")
-    return state
-
-
-def latest_checkpoint(run_dir: Path, log=print) -> dict | None:
-    """Newest readable checkpoint of a run; unreadable ones are reported and skipped."""
-    for step, path in reversed(list_checkpoints(run_dir)):
-        try:
-            return read_checkpoint(path)
-        except CheckpointError as exc:
-            log(f"warning: {exc}; falling back to the previous checkpoint")
-    return None
-
-
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        dotted = f"{prefix}{k}"
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            keys += _diff_keys(a[k], b[k], dotted + ".")
-        elif a.get(k) != b.get(k):
-            keys.append(dotted)
-    return keys
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "final.pt").exists() or (run_dir / "summary.json").exists()
 
 
 def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to continue a run folder that holds a run of a different configuration."""
+    """Refuse to continue a run folder that holds a run of a different configuration: any
+    difference once the run is finished (its final.pt and summary.json describe the saved
+    config, budget included), the non-resumable keys while it is not."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
-    old = yaml.safe_load(saved.read_text()) or {}
-    old = _merge(RunConfig().to_dict(), old)  # keys added to RunConfig since then: their defaults
-    diff = [k for k in _diff_keys(old, cfg.to_dict()) if not k.startswith(RESUMABLE_KEYS)]
+    old = read_run_config(saved)
+    diff = diff_keys(old, cfg.to_dict())
+    if is_finished(run_dir):
+        if diff:
+            raise ConfigError(
+                f"{str(run_dir)!r} holds a finished run of a different config (differs at {', '.join(diff)}); "
+                f"its final.pt and summary.json are that run's: choose another --out, or delete the folder "
+                f"to start over"
+            )
+        return
+    diff = [k for k in diff if not k.startswith(RESUMABLE_KEYS)]
     if diff:
         raise ConfigError(
             f"{str(run_dir)!r} holds a run of a different config (differs at {', '.join(diff)}); "
             f"choose another --out, or delete that folder to start over"
         )
+
+
+def _resumable(cfg: RunConfig, model: torch.nn.Module, total_steps: int):
+    """``accept`` for latest_checkpoint: a checkpoint of this config's architecture and
+    non-resumable settings, at most at this budget's last step."""
+    def accept(state: dict, path: Path) -> None:
+        try:
+            old = diff_keys(read_config_dict(state["config"]), cfg.to_dict())
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds an invalid config ({exc})") from None
+        other = [k for k in old if not k.startswith(RESUMABLE_KEYS)]
+        if other:
+            raise CheckpointError(f"checkpoint {str(path)!r} is of another config (differs at {', '.join(other)})")
+        if state["step"] > total_steps:
+            raise CheckpointError(f"checkpoint {str(path)!r} is at step {state['step']}, past this budget's "
+                                  f"{total_steps} steps (train.total_kimg)")
+        check_state_fits(model, state["model"], path)
+    return accept
+
+
+def read_config_dict(values: dict) -> dict:
+    """A saved config (from a checkpoint) resolved against today's defaults and checked."""
+    return config_from_dict(merge(RunConfig().to_dict(), values)).to_dict()
+
+
+def truncate_log(log_path: Path, step: int, log=print) -> None:
+    """Keep the records of train_log.jsonl up to ``step`` (the resumed checkpoint's): those
+    written after it are repeated by the resumed run; a line cut by a kill is dropped."""
+    if not log_path.exists():
+        return
+    kept, dropped = [], 0
+    for line in log_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and rec.get("step", 0) <= step
+        except json.JSONDecodeError:
+            ok = False
+        if ok:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(log_path, "".join(f"{line}\n" for line in kept))
+        log(f"note: dropped {dropped} record(s) of {log_path} after step {step} (the resumed run writes them again)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +281,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     channels_last = tc.channels_last and device.type == "cuda"  # slower on CPU (GroupNorm)
     if tc.batch_size % dist_info.world:
         raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({dist_info.world})")
+    check_config(cfg)
     check_run_dir(run_dir, cfg)
+    if dist_info.main:
+        clean_temp_files(run_dir, log)
 
     dataset = load_split(cfg, "train")
     info = dataset.info
@@ -296,7 +305,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
     stream = BatchStream(len(dataset), tc.batch_size, tc.seed)
 
     step, wall_before = 0, 0.0
-    state = latest_checkpoint(run_dir, log)
+    state = latest_checkpoint(run_dir, log, accept=_resumable(cfg, model, total_steps))
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -318,7 +327,15 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
 
     if dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        truncate_log(run_dir / "train_log.jsonl", step, log)
+        # checkpoints past the resumed one (refused above: damaged, past a shorter budget, or of
+        # another config) would outlive the new ones in the keep_last rotation and mislead
+        # curves: set aside as *.rejected (kept for inspection, never read)
+        for s_later, p_later in list_checkpoints(run_dir):
+            if s_later > step:
+                log(f"warning: set aside {p_later} as {p_later.name}.rejected (resumed at step {step})")
+                p_later.replace(p_later.with_name(p_later.name + ".rejected"))
         atomic_write_json(run_dir / "run.json", {
             "model": cfg.model, "dataset": info.name, "parameters": count_parameters(model),
             "device": str(device), "precision": precision, "world_size": dist_info.world, "mtdiff": mtdiff.__version__,
@@ -336,11 +353,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
             "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "info": info.to_dict(),
             "versions": {"mtdiff": mtdiff.__version__, "torch": torch.__version__},
         }
-        atomic_torch_save(payload, run_dir / "checkpoints" / f"ckpt-{at_step:08d}.pt")
+        write_checkpoint(payload, run_dir / "checkpoints" / f"ckpt-{at_step:08d}.pt")
         kept = list_checkpoints(run_dir)
         rolling = [(s, p) for s, p in kept if s not in snapshot_steps]
         for s, p in rolling[: max(0, len(rolling) - tc.keep_last)]:
             p.unlink(missing_ok=True)
+            Path(str(p) + ".sha256").unlink(missing_ok=True)
 
     t_start = time.time()
     log_path = run_dir / "train_log.jsonl"
@@ -418,7 +436,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
                "world_size": dist_info.world, "done": step >= total_steps}
     if dist_info.main and step >= total_steps:
         final = list_checkpoints(run_dir)[-1][1]
-        atomic_write_bytes_copy(final, run_dir / "final.pt")
+        copy_checkpoint(final, run_dir / "final.pt")
         atomic_write_json(run_dir / "summary.json", summary)
         log(f"wrote {run_dir / 'final.pt'} (step {step}, {step * tc.batch_size} images, {wall:.0f} s) "
             f"and {run_dir / 'summary.json'}")
@@ -431,31 +449,3 @@ def _loss(net, model, batch, diffusion, generator):
     if model.kind == "diffusion":
         return model.loss(batch, diffusion, generator, forward=net)
     return model.loss(batch, forward=net)
-
-
-def atomic_write_bytes_copy(src: Path, dst: Path) -> None:
-    import shutil
-
-    with _atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def load_run(run_dir_or_ckpt: str | Path, *, use_ema: bool = True, device="cpu"):
-    """(model, diffusion, cfg, info, checkpoint) from a run folder (final.pt, else the newest
-    checkpoint) or a checkpoint file; the model holds the EMA weights unless use_ema=False."""
-    from mtdiff.data import DatasetInfo
-
-    p = Path(run_dir_or_ckpt)
-    if p.is_dir():
-        state = read_checkpoint(p / "final.pt") if (p / "final.pt").exists() else latest_checkpoint(p)
-        if state is None:
-            raise CheckpointError(f"{str(p)!r} holds no checkpoint; train it first: mtdiff train --out {p}")
-    else:
-        state = read_checkpoint(p)
-    cfg = config_from_dict(state["config"])
-    info = DatasetInfo.from_dict(state["info"])
-    model = build_model(cfg, info)
-    model.load_state_dict(state["ema" if use_ema else "model"])
-    model.to(device).eval()
-    diffusion = build_diffusion(cfg) if model.kind == "diffusion" else None
-    return model, diffusion, cfg, info, state

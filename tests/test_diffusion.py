@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from mtdiff.config import DiffusionConfig, ModalityConfig, load_config
+from mtdiff.config import DiffusionConfig, ModalityConfig
+from mtdiff.models import load_run_config as load_config  # field and registry checks, as the CLI does
 from mtdiff.diffusion import (
     NOISE_SCHEDULES,
     PREDICTIONS,

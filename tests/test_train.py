@@ -84,8 +84,8 @@ def test_checkpoint_retention_and_corrupt_fallback(tmp_path):
     messages = []
     state = latest_checkpoint(tmp_path, log=messages.append)
     assert state["step"] == 6
-    assert "truncated or corrupt" in messages[0] and newest.name in messages[0]
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    assert "does not match its checksum" in messages[0] and newest.name in messages[0]
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_run(newest)
 
 
@@ -137,8 +137,14 @@ def test_run_folder_of_another_config_is_refused(tmp_path):
     train(tiny("ddpm"), tmp_path, progress=False, log=lambda *_: None)
     with pytest.raises(ConfigError, match=r"different config \(differs at net.model_channels"):
         train(tiny("ddpm", net__model_channels=16), tmp_path, progress=False)
-    # a larger budget continues the same run
-    summary = train(tiny("ddpm", train__total_kimg=0.16), tmp_path, progress=False, log=lambda *_: None)
+    # a finished run is never reused with another budget: its final.pt and summary.json would
+    # describe the old one (issue 13); an unfinished one continues with a larger budget
+    with pytest.raises(ConfigError, match=r"finished run of a different config \(differs at train.total_kimg\)"):
+        train(tiny("ddpm", train__total_kimg=0.16), tmp_path, progress=False, log=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"differs at sample.steps"):
+        train(tiny("ddpm", sample__steps=7), tmp_path, progress=False, log=lambda *_: None)
+    train(tiny("ddpm"), tmp_path / "b", progress=False, stop_after_steps=3, log=lambda *_: None)
+    summary = train(tiny("ddpm", train__total_kimg=0.16), tmp_path / "b", progress=False, log=lambda *_: None)
     assert summary["steps"] == 10
 
 

@@ -19,7 +19,7 @@ try:
     from mtdiff.config import load_config
     from mtdiff.data import DATASETS as DATASET_REGISTRY
     from mtdiff.errors import MtdiffError
-    from mtdiff.models import MODELS, models_where
+    from mtdiff.models import MODELS, load_run_config, models_where
 except ImportError as exc:
     raise WorkflowError(
         f"mtdiff is not importable here ({exc}); run snakemake from the environment that has mtdiff's "
@@ -50,6 +50,11 @@ def _check_names():
 
 
 _check_names()
+# Run-config keys the workflow sets itself (from the models and seeds lists and the dataset
+# name), so a dataset's `overrides` may not set them.
+WORKFLOW_OWNED_KEYS = ("model", "train.seed", "data.dataset")
+# Sections a trained model does not depend on: sampling and evaluation read them, training not.
+EVAL_SECTIONS = ("sample", "inference", "eval")
 
 
 def ds(dataset):
@@ -60,21 +65,62 @@ def run_config(dataset):
     return ds(dataset)["run_config"]
 
 
-def run_overrides(dataset):
-    """`--set` arguments applied to every run of a dataset (config key `overrides`)."""
-    return " ".join(f"--set {k}={v}" for k, v in ds(dataset).get("overrides", {}).items())
+def _check_results():
+    """`results` is the output root: an empty string would write to /<dataset>/..."""
+    if not isinstance(RESULTS, str) or not RESULTS.strip():
+        raise WorkflowError(f"results={RESULTS!r} is not accepted; accepted: a non-empty relative or absolute path "
+                            f"(the output root, e.g. results)")
+
+
+def _check_overrides(dataset, overrides):
+    """Dotted `overrides` of a dataset, flattened; refused if they set a workflow-owned key."""
+    from mtdiff.config import flatten_dotted, nest_dotted
+
+    if not isinstance(overrides, dict):
+        raise WorkflowError(f"datasets.{dataset}.overrides={overrides!r} is not accepted; accepted: a mapping of "
+                            f"dotted run-config keys to values, e.g. {{train.total_kimg: 32}}")
+    flat = flatten_dotted(nest_dotted(overrides))
+    for key in flat:
+        owned = [k for k in WORKFLOW_OWNED_KEYS if key == k or key.startswith(k + ".")]
+        if owned:
+            raise WorkflowError(
+                f"datasets.{dataset}.overrides sets {key}, which the workflow sets itself (model from `models`, "
+                f"train.seed from `seeds`, data.dataset from the dataset name); remove it from overrides"
+            )
+    return flat
+
+
+def _check_config_files():
+    """The workflow's own config files, read again with duplicate keys refused (Snakemake's
+    YAML reader silently keeps the last of two equal keys)."""
+    from mtdiff.config import load_yaml
+
+    for path in workflow.configfiles or [ROOT / "config" / "config.yaml"]:
+        if Path(path).is_file():
+            load_yaml(path)
+
+
+# Every (dataset, model) run config, loaded and checked once by _validate_runs before any job
+# runs; run values and rule params are read from these, never from the YAML again.
+RUN_CONFIGS = {}
 
 
 def _validate_runs():
     """Load every (dataset, model) run config through mtdiff before any job runs, so a bad
-    key, a model needing a modality the dataset lacks, or a bad schedule stops here."""
+    key or value, a model needing a modality the dataset lacks, or a bad schedule stops here."""
+    _check_results()
+    try:
+        _check_config_files()
+    except MtdiffError as exc:
+        raise WorkflowError(str(exc))
     for dataset, d in DATASETS.items():
         if not Path(d["run_config"]).is_file():
             raise WorkflowError(f"datasets.{dataset}.run_config: file {d['run_config']!r} does not exist")
+        overrides = _check_overrides(dataset, d.get("overrides", {}))
+        RUN_CONFIGS[dataset] = {}
         for model in d["models"]:
-            overrides = dict(d.get("overrides", {}), model=model)
             try:
-                cfg = load_config(d["run_config"], [f"{k}={v}" for k, v in overrides.items()])
+                cfg = load_run_config(d["run_config"], dict(overrides, model=model))
             except MtdiffError as exc:
                 raise WorkflowError(f"datasets.{dataset} (model {model}): {exc}")
             if cfg.data.dataset != dataset:
@@ -82,9 +128,67 @@ def _validate_runs():
                     f"datasets.{dataset}.run_config {d['run_config']!r} is for data.dataset={cfg.data.dataset!r}; "
                     f"use the dataset's own run config"
                 )
+            RUN_CONFIGS[dataset][model] = cfg.to_dict()
 
 
 _validate_runs()
+
+
+def run_overrides(dataset):
+    """`--set` arguments applied to every run of a dataset (config key `overrides`), each value
+    written as JSON (which YAML reads back as the same value) and shell-quoted."""
+    import json
+    import shlex
+
+    flat = _check_overrides(dataset, ds(dataset).get("overrides", {}))
+    return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in flat.items())
+
+
+def _resolved(dataset, model=None):
+    """The resolved run config (a dict) of `model` on `dataset`; without a model, the first
+    model's (every section but `model` is the same for all models of a dataset)."""
+    configs = RUN_CONFIGS[dataset]
+    return configs[model] if model is not None else next(iter(configs.values()))
+
+
+def run_value(dataset, key, model=None):
+    """A dotted key of the dataset's resolved run config (run config file + overrides +
+    mtdiff's defaults), as loaded by _validate_runs."""
+    node = _resolved(dataset, model)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise WorkflowError(f"run config key {key!r} does not exist (mtdiff/config.py declares the keys)")
+        node = node[part]
+    return node
+
+
+def config_params(dataset, model=None, *, only=None, without=()):
+    """Resolved run-config values as one canonical JSON string, for a rule's `params:`:
+    Snakemake's params rerun trigger then reruns a job exactly when a value it reads changes.
+    `only`: dotted keys/sections to keep; `without`: dotted keys/sections to drop."""
+    import json
+
+    from mtdiff.config import flatten_dotted
+
+    flat = flatten_dotted(_resolved(dataset, model))
+    under = lambda key, prefixes: any(key == p or key.startswith(p + ".") for p in prefixes)
+    kept = {k: v for k, v in flat.items() if (only is None or under(k, only)) and not under(k, without)}
+    return json.dumps(kept, sort_keys=True)
+
+
+def train_params(wc):
+    """What a trained model depends on: its whole run config but the sampling and evaluation
+    sections, and the keys the rule sets itself (seed: the wildcard; threads: the rule's)."""
+    return config_params(wc.dataset, wc.model, without=EVAL_SECTIONS + ("train.seed", "train.threads"))
+
+
+def sample_args(dataset, model):
+    """`mtdiff sample` options from the current run config's `sample` section: a trained run's
+    own config.yaml keeps the values of training time, so an edit of sample.steps (say) reaches
+    the samples through these (and reruns the sampling jobs, not training)."""
+    s = run_value(dataset, "sample", model)
+    args = f"--sampler {s['sampler']} --steps {s['steps']} --eta {s['eta']} --seed {s['seed']} --batch-size {s['batch_size']}"
+    return args + ("" if s["ema"] else " --no-ema") + ("" if s["clip_x0"] else " --no-clip")
 
 
 def run_dir(dataset, model, seed):
@@ -146,44 +250,23 @@ def grid_files(dataset):
 
 
 def sample_count(dataset):
-    """eval.num_samples of the dataset's run config (plus its overrides)."""
-    import yaml
-
-    value = ds(dataset).get("overrides", {}).get("eval.num_samples")
-    if value is None:
-        value = (yaml.safe_load(Path(run_config(dataset)).read_text()) or {}).get("eval", {}).get("num_samples", 1000)
-    return int(value)
-
-
-def run_value(dataset, key, default=None):
-    """A dotted key of the dataset's run config: its `overrides` first, then the YAML file;
-    `default` (the value declared in mtdiff/config.py) when neither sets it."""
-    import yaml
-
-    overrides = ds(dataset).get("overrides", {})
-    if key in overrides:
-        return overrides[key]
-    node = yaml.safe_load(Path(run_config(dataset)).read_text()) or {}
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return default if node is None else node
+    """eval.num_samples of the dataset's resolved run config."""
+    return int(run_value(dataset, "eval.num_samples"))
 
 
 def train_gpus(dataset):
     """GPUs a train job of `dataset` asks the scheduler for (resource `gpu`): train.gpus when
     the run config asks for CUDA (train.device cuda / cuda:N) or for several GPUs, else 0, so
     CPU configs (device auto or cpu, one process) leave local and cluster scheduling as before."""
-    gpus = int(run_value(dataset, "train.gpus", 1))
-    device = str(run_value(dataset, "train.device", "auto"))
+    gpus = int(run_value(dataset, "train.gpus"))
+    device = str(run_value(dataset, "train.device"))
     return gpus if device.startswith("cuda") or gpus > 1 else 0
 
 
 def train_launcher(dataset):
     """How the train rule starts mtdiff: plain python, or torchrun with one process per GPU
     when train.gpus > 1 (`python -m torch.distributed.run` is torchrun, from the same env)."""
-    gpus = int(run_value(dataset, "train.gpus", 1))
+    gpus = int(run_value(dataset, "train.gpus"))
     if gpus <= 1:
         return MTDIFF
     return MTDIFF.replace(
@@ -206,8 +289,8 @@ def data_args(dataset):
         args.append(f"--image-size {int(size)}")
     if dataset not in ROOTED_DATASETS:
         return " ".join(args)
-    args.append(f"--root {shlex.quote(str(run_value(dataset, 'data.root', 'data')))}")
-    if run_value(dataset, "data.download", False) is True:
+    args.append(f"--root {shlex.quote(str(run_value(dataset, 'data.root')))}")
+    if run_value(dataset, "data.download") is True:
         args.append("--download")
     return " ".join(args)
 

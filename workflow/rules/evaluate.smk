@@ -13,6 +13,7 @@ rule anchors:
     params:
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset),
+        settings=lambda wc: config_params(wc.dataset, only=("data", "eval")),
     log:
         f"{RESULTS}/{{dataset}}/logs/anchors.log",
     benchmark:
@@ -32,6 +33,8 @@ rule fid:
         extractor=EXTRACTOR,
     output:
         f"{RESULTS}/{{dataset}}/metrics/fid_{{model}}_seed{{seed}}.jsonl",
+    params:
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/fid_{{model}}_seed{{seed}}.log",
     benchmark:
@@ -52,6 +55,8 @@ rule fid_conditional:
         extractor=EXTRACTOR,
     output:
         f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
+    params:
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/condfid_{{model}}_seed{{seed}}.log",
     threads: 1
@@ -71,6 +76,7 @@ rule curve:
         f"{RESULTS}/{{dataset}}/metrics/curve_{{model}}_seed{{seed}}.jsonl",
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
     resources:
         gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
     log:
@@ -98,6 +104,7 @@ rule task:
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("inference",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.log",
     benchmark:

@@ -16,6 +16,7 @@ rule sample:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
         n=lambda wc: sample_count(wc.dataset),
+        sampling=lambda wc: sample_args(wc.dataset, wc.model),  # the run config's sample section
     resources:
         gpu=lambda wc: sample_gpus(wc.dataset),  # 1 for GPU configs, 0 for CPU ones
     log:
@@ -27,7 +28,7 @@ rule sample:
         "../../environment.yml"
     shell:
         "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
-        "--no-progress > {log} 2>&1"
+        "{params.sampling} --no-progress > {log} 2>&1"
 
 
 rule sample_conditional:
@@ -40,6 +41,7 @@ rule sample_conditional:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
         n=lambda wc: sample_count(wc.dataset),
+        sampling=lambda wc: sample_args(wc.dataset, wc.model),
     resources:
         gpu=lambda wc: sample_gpus(wc.dataset),
     log:
@@ -50,5 +52,5 @@ rule sample_conditional:
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
+        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} {params.sampling} "
         "--condition label=balanced --no-pngs --no-progress > {log} 2>&1"

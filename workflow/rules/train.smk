@@ -13,6 +13,7 @@ rule train:
         overrides=lambda wc: run_overrides(wc.dataset),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
+        settings=train_params,  # resolved config it trains on: an edit reruns it (params trigger)
     resources:
         gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
     log:
@@ -35,6 +36,7 @@ rule train_extractor:
         f"{RESULTS}/{{dataset}}/extractor/domain.pt",
     params:
         config=lambda wc: run_config(wc.dataset),
+        settings=lambda wc: config_params(wc.dataset, only=("data", "eval.extractor_steps")),
     log:
         f"{RESULTS}/{{dataset}}/logs/train_extractor.log",
     benchmark:
