@@ -16,7 +16,6 @@ DATASETS = config["datasets"]
 # needs mtdiff importable where snakemake runs (the venv or the conda env of README.md).
 sys.path.insert(0, str(ROOT))
 try:
-    from mtdiff.config import load_config
     from mtdiff.data import DATASETS as DATASET_REGISTRY
     from mtdiff.errors import MtdiffError
     from mtdiff.models import MODELS, load_run_config, models_where
