@@ -1,13 +1,35 @@
 # Config validation beyond the schema, and the helpers that turn the config into targets.
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from pathlib import Path
 
 RESULTS = config["results"]
 ROOT = Path(workflow.basedir).resolve()
-# Rules run `python -m mtdiff.cli` from this checkout (also inside --use-conda environments).
-MTDIFF = f"PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.cli"
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def _job_environment():
+    """Jobs run `PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli ...`: this checkout's mtdiff, run by
+    - without --use-conda: the interpreter that runs Snakemake (its folder goes first on PATH,
+      so `.venv/bin/snakemake` works without activating the venv; jupyter-nbconvert for the
+      notebook job comes from there too);
+    - with --use-conda: the python of the job's environment (conda's activation puts it first).
+    Set as environment variables rather than used in shell commands, so the interpreter's path
+    is not a rule parameter (moving the venv does not make every job outdated). Each job
+    process parses this file again, so local, cluster and conda jobs all see them."""
+    env = {"MTDIFF_ROOT": str(ROOT)}
+    if not USE_CONDA:
+        bin_dir = str(Path(sys.executable).parent)  # not resolved: a venv's python is a symlink
+        search = os.get_exec_path()
+        if not search or search[0] != bin_dir:
+            env["PATH"] = os.pathsep.join([bin_dir, *search])
+    os.environ.update(env)
+
+
+_job_environment()
 DATASETS = config["datasets"]
 DIFFUSION_MODELS = {"ddpm", "ddpm_cond", "mt_label", "mt_mask", "mt_masked", "mt_all"}
 LABEL_CONDITIONED = {"ddpm_cond", "mt_label", "mt_all"}  # can generate "given class k"
@@ -152,14 +174,12 @@ def train_gpus(dataset):
 
 
 def train_launcher(dataset):
-    """How the train rule starts mtdiff: plain python, or torchrun with one process per GPU
-    when train.gpus > 1 (`python -m torch.distributed.run` is torchrun, from the same env)."""
+    """How training starts mtdiff (python from _job_environment): plain python, or torchrun with
+    one process per GPU when train.gpus > 1 (`python -m torch.distributed.run` is torchrun)."""
     gpus = int(run_value(dataset, "train.gpus", 1))
     if gpus <= 1:
-        return MTDIFF
-    return MTDIFF.replace(
-        "python -m mtdiff.cli", f"python -m torch.distributed.run --standalone --nproc_per_node={gpus} -m mtdiff.cli"
-    )
+        return "python -m mtdiff.cli"
+    return f"python -m torch.distributed.run --standalone --nproc_per_node={gpus} -m mtdiff.cli"
 
 
 # Datasets read from data.root (mtdiff.data.DATASETS[name].needs_root; tests/test_scaleout.py
@@ -188,3 +208,21 @@ def sample_gpus(dataset):
     """GPUs a sampling / curve job asks the scheduler for (resource `gpu`): 1 where training
     asks for GPUs (train_gpus > 0; sampling uses one, device auto), else 0."""
     return 1 if train_gpus(dataset) > 0 else 0
+
+
+def coherence_judges(wc):
+    """Inputs of a coherence job: the joint samples and the judges the model's modalities need."""
+    out = {"samples": f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}/samples.npz"}
+    for kind, needs in (("classifier", "mt_mask"), ("segmenter", "mt_label")):
+        if judge(wc.dataset, kind, wc.seed) and wc.model != needs:
+            out[kind] = f"{judge(wc.dataset, kind, wc.seed)}/final.pt"
+    return out
+
+
+def reference_cache(dataset):
+    """The cached reference features every FID job of `dataset` reads (`mtdiff evaluate
+    reference`): one folder per (dataset, extractor, reference split) of the run config; its
+    reference.json is written last, when the cache is complete."""
+    extractor = run_value(dataset, "eval.extractor", "domain")
+    split = run_value(dataset, "eval.reference_split", "train")
+    return f"{RESULTS}/{dataset}/reference/{extractor}_{split}/reference.json"

@@ -16,7 +16,7 @@ rule prepare_data:
         data=lambda wc: data_args(wc.dataset),  # data.root / image_size / download of the run config
     threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
     shell:
-        "{MTDIFF} data --dataset {wildcards.dataset} --out {RESULTS}/{wildcards.dataset}/data {params.data} "
-        "> {log} 2>&1"
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli data --dataset {wildcards.dataset} "
+        "--out $(dirname {output.card}) {params.data} > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule sample:
     """Joint (unconditional) samples of a diffusion model: eval.num_samples images with their
-    generated labels / masks; ddpm_cond gets balanced classes."""
+    generated labels / masks; ddpm_cond gets balanced classes. The log gets a line of batches
+    done every 30 s or 10% of the batches."""
     input:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
     output:
@@ -24,10 +25,10 @@ rule sample:
         f"{RESULTS}/{{dataset}}/benchmarks/sample_{{model}}_seed{{seed}}.tsv"
     threads: config.get("threads_per_job", 1)
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
-        "--no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli sample --run {params.run} "
+        "--out {params.out} --num-samples {params.n} --progress log > {log} 2>&1"
 
 
 rule sample_conditional:
@@ -48,7 +49,8 @@ rule sample_conditional:
         f"{RESULTS}/{{dataset}}/benchmarks/sample_cond_{{model}}_seed{{seed}}.tsv"
     threads: config.get("threads_per_job", 1)
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {MTDIFF} sample --run {params.run} --out {params.out} --num-samples {params.n} "
-        "--condition label=balanced --no-pngs --no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli sample --run {params.run} "
+        "--out {params.out} --num-samples {params.n} --condition label=balanced --no-pngs "
+        "--progress log > {log} 2>&1"

@@ -2,7 +2,8 @@ rule train:
     """Train one model with one seed. Reruns resume from the newest checkpoint in the run
     folder (not an output, so a failed job keeps it); final.pt appears only when done.
     With train.gpus = N > 1 in the dataset's run config the job is one torchrun launch of N
-    processes (DDP, one GPU each) and asks the scheduler for gpu=N (workflow/profiles/)."""
+    processes (DDP, one GPU each) and asks the scheduler for gpu=N (workflow/profiles/).
+    The log gets a progress line (step, images/s, loss, ETA) every 30 s or 10% of the steps."""
     input:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
     output:
@@ -21,10 +22,11 @@ rule train:
         f"{RESULTS}/{{dataset}}/benchmarks/train_{{model}}_seed{{seed}}.tsv"
     threads: config.get("threads_per_job", 1)
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
     shell:
-        "{params.launch} train --config {params.config} --out {params.out} --no-progress {params.overrides} "
-        "--set model={wildcards.model} --set train.seed={wildcards.seed} --set train.threads={threads} > {log} 2>&1"
+        "PYTHONPATH=$MTDIFF_ROOT {params.launch} train --config {params.config} --out {params.out} --progress log "
+        "{params.overrides} --set model={wildcards.model} --set train.seed={wildcards.seed} "
+        "--set train.threads={threads} > {log} 2>&1"
 
 
 rule train_extractor:
@@ -41,6 +43,7 @@ rule train_extractor:
         f"{RESULTS}/{{dataset}}/benchmarks/train_extractor.tsv"
     threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
     shell:
-        "{MTDIFF} evaluate extractor --config {params.config} --out {output} > {log} 2>&1"
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate extractor --config {params.config} --out {output} "
+        "> {log} 2>&1"
