@@ -1,12 +1,16 @@
 # mtdiff benchmark workflow: data -> train -> sample -> evaluate -> report.
 #
-#   snakemake --cores all                                   # the default config (2-core CPU, ~10 min)
+#   snakemake --cores all                                   # the default config (2-core CPU, ~12 min)
 #   snakemake --cores all --configfile config/full.yaml     # 3 seeds, all eight models
-#   snakemake --cores all --use-conda                       # rules run in environment.yml
+#   snakemake --cores all --use-conda                       # jobs run in workflow/envs/*.yaml
 #   snakemake --report results/report.zip                   # Snakemake's own HTML report
+#   snakemake --edit-notebook results/report.ipynb          # change the report notebook
+#
+# Without --use-conda, jobs run mtdiff with the Python that runs Snakemake (.venv/bin/snakemake
+# needs no activated venv); see _job_environment in workflow/rules/common.smk.
 #
 # Every stage writes under results/<dataset>/<stage>/; every rule has a log: and compute rules
-# a benchmark:. Config keys are documented in config/config.yaml and validated against
+# a benchmark:. Config keys are documented in config/README.md and validated against
 # workflow/schemas/config.schema.yaml before any job runs.
 from snakemake.utils import min_version, validate
 
@@ -21,6 +25,9 @@ if "datasets" not in config:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from mtdiff.errors import MtdiffError
+from mtdiff.progress import add_progress_argument
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def cmd_train(args) -> None:
     from mtdiff.train import train
 
     cfg = load_run_config(args.config, args.overrides)
-    train(cfg, args.out, progress=not args.no_progress)
+    train(cfg, args.out, progress=args.progress)
 
 
 def cmd_sample(args) -> None:
@@ -55,7 +55,7 @@ def cmd_sample(args) -> None:
     generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
              steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=False if args.no_ema else None,
              clip_x0=False if args.no_clip else None, device=args.device, precision=args.precision,
-             write_pngs=not args.no_pngs, progress=not args.no_progress)
+             write_pngs=not args.no_pngs, progress=args.progress)
 
 
 def cmd_predict(args) -> None:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (resumes automatically)")
     _add_config_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final.pt)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate samples from a trained diffusion model")
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pngs", action="store_true", help="skip per-image PNG files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_argument(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("predict", help="labels or masks of a dataset split from a trained model")

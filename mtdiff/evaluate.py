@@ -7,6 +7,11 @@
     mtdiff evaluate conditional --samples .../samples_cond/mt_label/seed0 --judge .../train/classifier/seed0 --out c.jsonl
     mtdiff evaluate coherence   --samples .../samples/mt_all/seed0 --label-judge ... --mask-judge ... --out j.jsonl
     mtdiff evaluate curve       --run .../train/mt_label/seed0 --extractor-weights ... --out curve.jsonl
+    mtdiff evaluate reference   --config config/runs/digits.yaml --extractor-weights ... --cache-dir DIR --out DIR/reference.json
+
+With ``--cache-dir`` the reference split's features are read from (or first written to) that
+folder; ``evaluate reference`` fills it once per (dataset, extractor, split) so every FID job of
+the workflow reuses it, and each record names the cache it used (``extra.reference_cache``).
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
@@ -35,6 +40,7 @@ from mtdiff.io import atomic_write_text
 from mtdiff.metrics.records import MetricRecord, append_records
 from mtdiff.metrics.task import classification_metrics, segmentation_metrics
 from mtdiff.predict import predict_split
+from mtdiff.progress import add_progress_argument
 from mtdiff.train import list_checkpoints, load_run, load_split, read_checkpoint
 
 INCEPTION_NAME = "inception-v3-compat"
@@ -81,8 +87,16 @@ def _extractor(cfg: RunConfig, weights: str | Path | None) -> tuple[str, str | P
     return "domain", weights, metrics.DOMAIN_EXTRACTOR_NAME
 
 
-def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_name=None) -> tuple[dict, str, float]:
+def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_name=None,
+              progress="none") -> tuple[dict, str, float, dict]:
+    """(metric values, extractor name, wall s, cache fields for the records' extra)."""
     kind, path, name = _extractor(cfg, weights)
+    cache = {}
+    if cache_dir is not None:
+        sha = cfg.eval.feature_extractor_sha256 if kind == "inception" else None
+        full, files = metrics.reference_cache_files(cache_dir, reference, extractor=kind, weights_path=path,
+                                            reference_cache_name=cache_name, expected_sha256=sha)
+        cache = {"reference_cache": str(Path(cache_dir) / full), "reference_cache_hit": bool(files)}
     t0 = time.time()
     # features on the GPU when there is one (torch-fidelity's cuda flag follows the device);
     # on CPU one thread, measured fastest for the small domain extractor on a shared machine
@@ -91,9 +105,9 @@ def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_
         images, reference, extractor=kind, weights_path=path, metrics=("fid", "kid"), prc=cfg.eval.prc,
         kid_subset_size=cfg.eval.kid_subset_size, expected_sha256=cfg.eval.feature_extractor_sha256 if kind == "inception" else None,
         cache_dir=cache_dir, reference_cache_name=cache_name, device="cuda" if cuda else "cpu",
-        num_threads=None if cuda else 1,
+        num_threads=None if cuda else 1, progress=progress,
     )
-    return values, name, time.time() - t0
+    return values, name, time.time() - t0, cache
 
 
 def _reference(cfg: RunConfig) -> torch.Tensor:
@@ -128,7 +142,7 @@ def train_extractor(cfg: RunConfig, out: str | Path) -> dict:
     return meta
 
 
-def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> list[dict]:
+def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None, progress="none") -> list[dict]:
     """FID/KID anchors computed exactly like a model's: the real-data floor (the other split vs
     the reference split) and a trivially bad generator (independent-pixel Gaussian)."""
     ref_split = cfg.eval.reference_split
@@ -139,33 +153,36 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None) -> li
     records = []
     for model, images, split in (("real_floor", real, other),
                                  ("gaussian_baseline", metrics.gaussian_baseline(train, cfg.eval.num_samples, seed=0), "train")):
-        values, name, wall = _fidelity(cfg, images, reference, weights, cache_dir, f"{cfg.data.dataset}-{ref_split}")
+        values, name, wall, cache = _fidelity(cfg, images, reference, weights, cache_dir,
+                                              f"{cfg.data.dataset}-{ref_split}", progress)
         for metric, value in values.items():
             records.append(_record(dataset=cfg.data.dataset, model=model, seed=0, n_generated=int(len(images)),
                                    reference_split=ref_split, n_reference=int(len(reference)), extractor=name,
-                                   metric=metric, value=value, wall_time_s=wall, extra={"images_from": split}))
+                                   metric=metric, value=value, wall_time_s=wall, extra={"images_from": split, **cache}))
     _write(records, out, append)
     return records
 
 
 def generation(samples, weights, out, *, metric_prefix: str = "", append=False, cache_dir=None,
-               config: RunConfig | None = None) -> list[dict]:
-    """FID/KID (precision/recall) of a sample folder against the reference split."""
+               config: RunConfig | None = None, progress="none") -> list[dict]:
+    """FID/KID (precision/recall) of a sample folder against the reference split (``out``
+    None: the records are returned, not written)."""
     arrays, meta = _samples(samples)
     cfg = config or _run_config(meta["run"])
     reference = _reference(cfg)
-    values, name, wall = _fidelity(cfg, arrays["images"], reference, weights, cache_dir,
-                                   f"{cfg.data.dataset}-{cfg.eval.reference_split}")
+    values, name, wall, cache = _fidelity(cfg, arrays["images"], reference, weights, cache_dir,
+                                          f"{cfg.data.dataset}-{cfg.eval.reference_split}", progress)
     records = [
         _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"], checkpoint_step=meta["checkpoint_step"],
                 ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"], n_generated=int(len(arrays["images"])),
                 reference_split=cfg.eval.reference_split, n_reference=int(len(reference)), extractor=name,
                 metric=metric_prefix + metric, value=value, wall_time_s=wall,
                 extra={"condition": meta["condition"], "eta": meta["eta"], "sample_seed": meta["seed"],
-                       "images_seen": meta.get("images_seen")})
+                       "images_seen": meta.get("images_seen"), **cache})
         for metric, value in values.items()
     ]
-    _write(records, out, append)
+    if out is not None:
+        _write(records, out, append)
     return records
 
 
@@ -246,7 +263,8 @@ def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) 
     return records
 
 
-def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0) -> list[dict]:
+def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0,
+          progress="none") -> list[dict]:
     """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
     (final checkpoint), with ``eval.curve_num_samples`` images per point."""
     # lazy: mtdiff.sample imports torchvision (through mtdiff.viz; ~165 MB of memory, measured),
@@ -266,16 +284,50 @@ def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None
         for i, (ckpt, nfe) in enumerate(points):
             folder = Path(tmp) / f"p{i}"
             generate(ckpt, folder, num_samples=cfg.eval.curve_num_samples, sampler=cfg.sample.sampler, steps=nfe,
-                     eta=cfg.sample.eta, seed=seed, write_pngs=False, progress=False, log=lambda *_: None)
+                     eta=cfg.sample.eta, seed=seed, write_pngs=False, progress=progress, log=lambda *_: None)
             meta = json.loads((folder / "sample.json").read_text())
             meta["run"] = str(run)
             (folder / "sample.json").write_text(json.dumps(meta))
-            recs = generation(folder, weights, Path(tmp) / "r.jsonl", cache_dir=cache_dir, config=cfg)
+            recs = generation(folder, weights, None, cache_dir=cache_dir, config=cfg, progress=progress)
+            kind = "nfe" if ckpt.name == "final.pt" else "steps"
             for r in recs:
-                r["extra"]["curve"] = "nfe" if ckpt.name == "final.pt" else "steps"
+                r["extra"]["curve"] = kind
+            # the point by what it measured (the sample folder is a temporary one)
+            print(f"curve point {i + 1}/{len(points)} ({kind}): checkpoint step {meta['checkpoint_step']}, "
+                  f"NFE {meta['nfe']}, {len(recs)} records: "
+                  + ", ".join(f"{r['metric']}={r['value']:.4g}" for r in recs if r["value"] is not None), flush=True)
             records += recs
     _write(records, out, append)
     return records
+
+
+def reference(cfg: RunConfig, weights, cache_dir, out, *, progress="none") -> dict:
+    """Extract the reference split's features (and FID statistics) once into ``cache_dir``, for
+    every later ``--cache-dir`` job of the same (dataset, extractor, split); ``out``: a JSON
+    description of the cache, written last (atomically), so its presence means the cache is
+    complete."""
+    reference_images = _reference(cfg)
+    # torch-fidelity caches features of the reference (input2) while computing a metric: the
+    # first images of the reference itself stand in for the generated set (their own features
+    # are not cached). Same metric set and KID/PRC options as every FID job, so those jobs only
+    # read the cache and never write to it.
+    probe = reference_images[:16]  # enough for KID subsets and PRC's k=3 neighbourhoods
+    values, name, wall, cache = _fidelity(cfg, probe, reference_images, weights, cache_dir,
+                                          f"{cfg.data.dataset}-{cfg.eval.reference_split}", progress)
+    kind, path, _ = _extractor(cfg, weights)
+    _, files = metrics.reference_cache_files(
+        cache_dir, reference_images, extractor=kind, weights_path=path,
+        reference_cache_name=f"{cfg.data.dataset}-{cfg.eval.reference_split}",
+        expected_sha256=cfg.eval.feature_extractor_sha256 if kind == "inception" else None)
+    if not files:
+        raise ConfigError(f"no reference features were cached in {str(cache_dir)!r}")
+    desc = {"dataset": cfg.data.dataset, "extractor": name, "reference_split": cfg.eval.reference_split,
+            "n_reference": int(len(reference_images)), "reference_cache": cache["reference_cache"],
+            "files": [f.name for f in files], "wall_s": wall}
+    atomic_write_text(out, json.dumps(desc, indent=2) + "\n")
+    print(f"wrote {out}: {len(files)} cached file(s) for {len(reference_images)} {cfg.eval.reference_split} images "
+          f"({name}) in {wall:.1f} s")
+    return desc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,18 +354,20 @@ def add_evaluate_parser(sub) -> None:
     q = ev.add_parser("anchors", help="FID anchors: real-data floor and the Gaussian bad generator")
     common(q)
     q.add_argument("--extractor-weights")
-    q.add_argument("--cache-dir")
+    q.add_argument("--cache-dir", help="folder of cached reference features (evaluate reference)")
+    add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: anchors(load_config(a.config, a.overrides), a.extractor_weights, a.out,
-                                          append=a.append, cache_dir=a.cache_dir))
+                                          append=a.append, cache_dir=a.cache_dir, progress=a.progress))
 
     q = ev.add_parser("generation", help="FID/KID of a sample folder")
     common(q, config=False)
     q.add_argument("--samples", required=True)
     q.add_argument("--extractor-weights")
     q.add_argument("--metric-prefix", default="", help="e.g. cond_ for conditional FID")
-    q.add_argument("--cache-dir")
+    q.add_argument("--cache-dir", help="folder of cached reference features (evaluate reference)")
+    add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: generation(a.samples, a.extractor_weights, a.out, metric_prefix=a.metric_prefix,
-                                             append=a.append, cache_dir=a.cache_dir))
+                                             append=a.append, cache_dir=a.cache_dir, progress=a.progress))
 
     q = ev.add_parser("task", help="accuracy / mean IoU of a model on a real split")
     common(q, config=False)
@@ -342,6 +396,17 @@ def add_evaluate_parser(sub) -> None:
     q.add_argument("--run", required=True)
     q.add_argument("--extractor-weights")
     q.add_argument("--what", default="both", choices=["steps", "nfe", "both"])
-    q.add_argument("--cache-dir")
+    q.add_argument("--cache-dir", help="folder of cached reference features (evaluate reference)")
+    add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: curve(a.run, a.extractor_weights, a.out, what=a.what, append=a.append,
-                                        cache_dir=a.cache_dir))
+                                        cache_dir=a.cache_dir, progress=a.progress))
+
+    q = ev.add_parser("reference", help="cache the reference split's features once, for --cache-dir")
+    q.add_argument("--config", help="run config YAML (its data and eval sections)")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    q.add_argument("--extractor-weights")
+    q.add_argument("--cache-dir", required=True, help="folder to cache the features in")
+    q.add_argument("--out", required=True, help="JSON description of the cache, written last")
+    add_progress_argument(q, default="none")
+    q.set_defaults(func=lambda a: reference(load_config(a.config, a.overrides), a.extractor_weights, a.cache_dir,
+                                            a.out, progress=a.progress))

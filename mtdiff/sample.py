@@ -13,16 +13,17 @@ checkpoint step, EMA, sampler, NFE, eta, seed, condition).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mtdiff.errors import ConfigError
 from mtdiff.io import atomic_path as _atomic_path
 from mtdiff.io import atomic_write_json
+from mtdiff.progress import Progress
 from mtdiff.samplers import sample, timesteps
 from mtdiff.utils import autocast, resolve_device
 from mtdiff.viz import sample_grid, to_uint8
@@ -69,7 +70,7 @@ def _given_values(name, value, start, n, info, test_split, model):
 def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None, batch_size: int | None = None,
              sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None,
              condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None, device: str = "auto",
-             precision: str = "auto", write_pngs: bool = True, progress: bool = True, log=print) -> dict:
+             precision: str = "auto", write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
     """Sample a trained run; options left None take the run config's ``sample`` section."""
     from mtdiff.train import load_run, load_split
 
@@ -98,7 +99,9 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     amp = autocast(dev, precision)
     chunks: dict[str, list] = {}
     t0 = time.time()
-    for start in tqdm(range(0, num_samples, batch_size), disable=not progress, desc="batches"):
+    bar = Progress(math.ceil(num_samples / batch_size), f"sample {cfg.model} (NFE {steps}) batch", mode=progress,
+                   unit="batch", unit_scale=batch_size)
+    for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         given, class_labels = {}, None
         if name is not None:
@@ -115,6 +118,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
                 chunks.setdefault(key, []).append(res[key].cpu().long())
         if "masked_image" in res:
             chunks.setdefault("masked_image", []).append(to_uint8(res["masked_image"].cpu()))
+        bar.update(1)
+    bar.close()
     arrays = {k: torch.cat(v).numpy() for k, v in chunks.items()}
     wall = time.time() - t0
     with _atomic_path(out / "samples.npz") as tmp:

@@ -22,14 +22,12 @@ import math
 import os
 import platform
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 import mtdiff
 from mtdiff.checkpoints import (  # noqa: F401  (load_run, read_checkpoint: re-exported for older imports)
@@ -39,6 +37,7 @@ from mtdiff.checkpoints import (  # noqa: F401  (load_run, read_checkpoint: re-e
 from mtdiff.config import RunConfig, config_from_dict, merge
 from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
 from mtdiff.models import build_diffusion, build_model, check_config, count_parameters
+from mtdiff.progress import Progress
 from mtdiff.utils import atomic_write_json, atomic_write_text, autocast, check_gpu_request, resolve_device, resolve_precision
 
 # Keys whose change does not alter the trained weights up to the current step: a run folder may
@@ -259,7 +258,7 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_after_steps: int | None = None,
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto", stop_after_steps: int | None = None,
           log=print) -> dict:
     """Train ``cfg`` into ``run_dir`` (resuming if it holds checkpoints); returns the summary.
 
@@ -362,8 +361,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
 
     t_start = time.time()
     log_path = run_dir / "train_log.jsonl"
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and dist_info.main), desc=cfg.model,
-               mininterval=2.0, file=sys.stderr)
+    # progress: a bar on a terminal, periodic lines in a log (mtdiff.progress); main process only
+    bar = Progress(total_steps, f"train {cfg.model} step", mode=progress if dist_info.main else "none", unit="step",
+                   initial=step, unit_scale=tc.batch_size)
     amp = autocast(device, precision)
     steps_this_call, t_log, img_log = 0, time.time(), 0
     local = slice(dist_info.rank * tc.batch_size // dist_info.world, (dist_info.rank + 1) * tc.batch_size // dist_info.world)
@@ -414,7 +414,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
         step += 1
         steps_this_call += 1
         ema_update(ema, model, ema_beta(tc.batch_size, step * tc.batch_size, tc.ema_halflife_kimg, tc.ema_rampup_ratio))
-        bar.update(1)
+        bar.update(1, loss=float(loss.detach()))
         img_log += tc.batch_size
         if dist_info.main and (step % tc.log_every_steps == 0 or step == total_steps):
             now = time.time()
@@ -424,7 +424,6 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, stop_af
                    "peak_memory_mb": _peak_memory_mb(device)}
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rec['images_per_s']:.0f}")
             t_log, img_log = now, 0
         if step % ckpt_every == 0 or step in snapshot_steps or step == total_steps:
             save_checkpoint(step)

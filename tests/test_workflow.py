@@ -1,13 +1,25 @@
-"""The Snakemake workflow: config validation before any job, and the tiny config end to end."""
+"""The Snakemake workflow: config validation before any job, the tiny config end to end (run as
+a user would, with a PATH that lacks the venv), `--report`, reruns, `--lint` and snakefmt."""
 
 import json
 import subprocess
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ENV, ROOT, SNAKEMAKE
+from conftest import ROOT, SNAKEMAKE
+
+VENV_BIN = str(Path(sys.executable).parent)
+# The user's view: `.venv/bin/snakemake` without an activated venv, so PATH lacks the venv's
+# bin folder (jobs must still run mtdiff, torch and jupyter-nbconvert from the venv).
+USER_ENV = dict(os.environ, PATH=os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                                 if p and Path(p).resolve() != Path(VENV_BIN).resolve()))
 
 
 def snakemake(tmp_path, config: dict, *args, timeout=900):
@@ -16,7 +28,7 @@ def snakemake(tmp_path, config: dict, *args, timeout=900):
     return subprocess.run(
         [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg_file),
          "--cores", "2", *args],
-        capture_output=True, text=True, env=ENV, timeout=timeout,
+        capture_output=True, text=True, env=USER_ENV, timeout=timeout,
     )
 
 
@@ -156,18 +168,106 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
         assert (results / f).stat().st_size > 10_000
     nb = json.loads((results / "report.ipynb").read_text())
     assert any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    assert nb["metadata"]["language_info"]["name"] == "python"
+    assert any("snakemake-job-properties" in c["metadata"].get("tags", []) for c in nb["cells"])  # notebook directive
     summary = json.loads((digits / "train" / "mt_all" / "seed0" / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["seed"] == 0
     assert (digits / "benchmarks" / "train_mt_all_seed0.tsv").exists()
-    assert (digits / "logs" / "train_mt_all_seed0.log").exists()
+
+    # progress in the logs while jobs run: one line per 10% (8 steps: every step), not one at the end
+    train_log = (digits / "logs" / "train_mt_all_seed0.log").read_text()
+    progress = [line for line in train_log.splitlines() if line.startswith("train mt_all step: ")]
+    assert len(progress) == 8 and "images/s" in progress[0] and "loss=" in progress[0] and "ETA" in progress[0]
+    assert progress[-1].startswith("train mt_all step: 8/8 (100%)")
+    assert "sample mt_all (NFE 5) batch: " in (digits / "logs" / "sample_mt_all_seed0.log").read_text()
+    curve_log = (digits / "logs" / "curve_mt_all_seed0.log").read_text()
+    assert "curve point 1/" in curve_log and "checkpoint step 4, NFE 5" in curve_log and "/tmp" not in curve_log
+    assert "features of the generated images: 48/48 (100%)" in (digits / "logs" / "fid_mt_all_seed0.log").read_text()
+
+    # the reference features were extracted once, by their own job, and every FID job read them
+    reference = json.loads((digits / "reference" / "domain_train" / "reference.json").read_text())
+    assert reference["n_reference"] == 256 and len(reference["files"]) == 2
+    fid_like = records[records.metric.isin(["fid", "cond_fid"])]
+    assert len(fid_like) >= 12  # anchors, joint, conditional and curve points
+    assert set(fid_like["extra.reference_cache"]) == {reference["reference_cache"]}
+    assert fid_like["extra.reference_cache_hit"].all()
+    curve = records[records["extra.curve"].notna() & (records.metric == "fid")]
+    assert {(int(r.checkpoint_step), int(r.nfe)) for r in curve.itertuples() if r.model == "mt_all"} == {(4, 5), (8, 5), (8, 2)}
+
+    # Snakemake's own report: figures, tables and the notebook's HTML, with their captions
+    res = snakemake(tmp_path, config, "--report", str(tmp_path / "report.zip"))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as zf:
+        names = [n for n in zf.namelist() if "/data/raw/" in n]  # the report's files, one folder each
+        for part in ("preview.png", "headline_bars.png", "training_curves.png", "comparison.csv", "report.html"):
+            assert any(n.endswith("/" + part) for n in names), (part, names)
+        assert sum(n.endswith("/grid.png") for n in names) == 4  # ddpm, mt_label, mt_mask, mt_all
+        page = next(zf.read(n).decode() for n in zf.namelist() if n.count("/") == 1 and n.endswith("/report.html"))
+    for caption in ("Training images of the dataset", "The executed report notebook", "mean and 95% confidence",
+                    "The first 64 joint samples of mt_all", "multi-task diffusion (MT-Diffusion"):
+        assert caption in page, caption
+
+    # the light jobs' environment (workflow/envs/report.yaml) has no torch: their command runs without it
+    from test_envs import run_without_torch
+
+    res = run_without_torch("import sys; from mtdiff.cli import main; sys.exit(main(sys.argv[1:]))", "report",
+                            "--root", str(results), "--dataset", "digits", "--out", str(tmp_path / "no_torch"))
+    assert res.returncode == 0 and (tmp_path / "no_torch" / "comparison.csv").exists(), res.stderr[-3000:]
+
     # everything is done: a rerun has nothing to do
     res = snakemake(tmp_path, config, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
 
+    # a failing job leaves nothing a rerun would trust: its output is removed and it is rerun
+    target = digits / "metrics" / "fid_ddpm_seed0.jsonl"
+    features = next((digits / "reference" / "domain_train").glob("*-features-*.pt"))
+    saved = features.read_bytes()
+    features.write_bytes(b"not a torch file")
+    try:
+        res = snakemake(tmp_path, config, "--force", str(target))
+        assert res.returncode != 0 and not target.exists()
+    finally:
+        features.write_bytes(saved)
+    res = snakemake(tmp_path, config, "-n", str(target))  # the failed job is the one to run again
+    assert res.returncode == 0 and "rule fid:" in res.stdout and str(target) in res.stdout
+
 
 @pytest.mark.parametrize("configfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml")))
 def test_every_shipped_config_passes_the_schema_and_a_dry_run(tmp_path, configfile):
+    env = USER_ENV
     res = subprocess.run([SNAKEMAKE, "-n", "--nolock", "--cores", "2", "--configfile", configfile,
-                          "--config", f"results={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, env=ENV)
+                          "--config", f"results={tmp_path}/results"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert "rule train:" in res.stdout or "train" in res.stdout
+
+
+def test_lint_is_clean():
+    res = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, env=USER_ENV, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    assert "Lints for" not in res.stdout + res.stderr
+
+
+def test_rule_files_are_snakefmt_formatted():
+    snakefmt = shutil.which("snakefmt", path=VENV_BIN)
+    if snakefmt is None:
+        pytest.fail("snakefmt is not installed in the venv; pip install -e '.[test]'")
+    files = ["Snakefile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "workflow" / "rules").glob("*.smk"))]
+    res = subprocess.run([snakefmt, "--check", *files], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+
+
+def test_config_readme_documents_every_schema_key():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    dataset_keys = schema["properties"]["datasets"]["additionalProperties"]["properties"]
+    text = (ROOT / "config" / "README.md").read_text()
+    for key in schema["properties"]:
+        assert f"`{key}`" in text, key
+    for key in dataset_keys:
+        assert f"`datasets.<name>.{key}`" in text, key
+
+
+def test_license_matches_pyproject():
+    import tomllib
+
+    licence = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert licence == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")

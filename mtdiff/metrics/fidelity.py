@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import re
 import warnings
@@ -101,13 +102,18 @@ def to_uint8_images(images, name: str = "images") -> torch.Tensor:
 class UInt8ImageDataset(Dataset):
     """Wraps a uint8 ``(N, C, H, W)`` tensor; items are uint8 ``3 x H x W`` (grey repeated)."""
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, images: torch.Tensor, progress=None):
         self.images = images
+        # torch-fidelity reads items in the main process (save_cpu_ram: no workers), in order, so
+        # counting items read is feature-extraction progress (its own bar is off: verbose=False)
+        self.progress = progress
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.progress is not None:  # by index: torch-fidelity also reads item 0 once to check its type
+            self.progress.update(max(0, i + 1 - self.progress.n))
         x = self.images[i]
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
@@ -261,6 +267,7 @@ def generation_metrics(
     expected_sha256: str | None = None,
     rng_seed: int = 2020,
     num_threads: int | None = 1,
+    progress: str | bool = "none",
 ) -> dict[str, float]:
     """FID/KID (and precision/recall, IS) of ``generated`` against ``reference``.
 
@@ -276,6 +283,9 @@ def generation_metrics(
     ``num_threads`` caps torch and BLAS threads during the call (default 1: fastest for the small
     domain extractor on a shared CPU; pass ``None`` to keep the process settings, e.g. for
     Inception features on a many-core CPU).
+
+    ``progress`` (mtdiff.progress mode): report images read for feature extraction, per set
+    (a cached reference is not read, so it reports nothing).
     """
     if extractor not in EXTRACTORS:
         raise choice_error("extractor", extractor, EXTRACTORS)
@@ -308,9 +318,13 @@ def generation_metrics(
                 f"trained for this dataset and image size"
             )
 
+    from mtdiff.progress import Progress
+
+    bars = [Progress(n, f"features of the {what} images", mode=progress, unit="image")
+            for n, what in ((n_gen, "generated"), (n_ref, "reference"))]
     kwargs = dict(
-        input1=UInt8ImageDataset(gen),
-        input2=UInt8ImageDataset(ref),
+        input1=UInt8ImageDataset(gen, bars[0]),
+        input2=UInt8ImageDataset(ref, bars[1]),
         cuda=cuda,
         batch_size=batch_size,
         fid="fid" in wanted,
@@ -346,11 +360,7 @@ def generation_metrics(
                 f"reference_cache_name={label!r} must be a plain file-name part (letters, digits, . _ = + -)"
             )
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        kwargs.update(
-            cache=True,
-            cache_root=str(cache_dir),
-            input2_cache_name=f"{label}-{extractor}-w{wsha[:16]}-d{_sha256_of_tensor(ref)[:16]}",
-        )
+        kwargs.update(cache=True, cache_root=str(cache_dir), input2_cache_name=_cache_name(label, extractor, wsha, ref))
 
     try:
         with limit_threads(num_threads), (torch.cuda.device(torch.device(device)) if cuda else contextlib.nullcontext()):
@@ -359,6 +369,9 @@ def generation_metrics(
         raise
     except ValueError as e:  # torch-fidelity's vassert
         raise MtdiffError(f"torch-fidelity rejected the inputs: {e}") from e
+    finally:
+        for bar in bars:
+            bar.close()
 
     out: dict[str, float] = {}
     if "fid" in wanted:
@@ -373,6 +386,25 @@ def generation_metrics(
         out["isc_mean"] = float(raw[torch_fidelity.KEY_METRIC_ISC_MEAN])
         out["isc_std"] = float(raw[torch_fidelity.KEY_METRIC_ISC_STD])
     return out
+
+
+def _cache_name(label: str, extractor: str, weights_sha: str, reference: torch.Tensor) -> str:
+    """torch-fidelity's cache name of a reference set: the set's label, the extractor, and the
+    hashes of the weights and of the images, so stale features can never be matched."""
+    return f"{label}-{extractor}-w{weights_sha[:16]}-d{_sha256_of_tensor(reference)[:16]}"
+
+
+def reference_cache_files(cache_dir: str | Path, reference, *, extractor: str = "domain",
+                          weights_path: str | Path | None = None, reference_cache_name: str | None = None,
+                          expected_sha256: str | None = None) -> tuple[str, list[Path]]:
+    """(cache name, files already cached) of ``reference`` under ``cache_dir``, as
+    ``generation_metrics`` would name them: torch-fidelity writes ``<name>-<extractor>-features-*``
+    and ``<name>-<extractor>-stat-fid-*`` there (atomically)."""
+    if extractor not in EXTRACTORS:
+        raise choice_error("extractor", extractor, EXTRACTORS)
+    _, wsha = _resolve_weights(extractor, weights_path, expected_sha256)
+    name = _cache_name(reference_cache_name or "ref", extractor, wsha, to_uint8_images(reference, "reference images"))
+    return name, sorted(Path(cache_dir).glob(f"{glob.escape(name)}-*.pt")) if Path(cache_dir).is_dir() else []
 
 
 def gaussian_baseline(images, n: int, seed: int = 0) -> torch.Tensor:

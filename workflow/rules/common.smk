@@ -1,14 +1,36 @@
 # Config validation beyond the schema, and the helpers that turn the config into targets.
 import difflib
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from pathlib import Path
 
 RESULTS = config["results"]
 ROOT = Path(workflow.basedir).resolve()
-# Rules run `python -m mtdiff.cli` from this checkout (also inside --use-conda environments).
-MTDIFF = f"PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.cli"
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def _job_environment():
+    """Jobs run `PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli ...`: this checkout's mtdiff, run by
+    - without --use-conda: the interpreter that runs Snakemake (its folder goes first on PATH,
+      so `.venv/bin/snakemake` works without activating the venv; jupyter-nbconvert for the
+      notebook job comes from there too);
+    - with --use-conda: the python of the job's environment (conda's activation puts it first).
+    Set as environment variables rather than used in shell commands, so the interpreter's path
+    is not a rule parameter (moving the venv does not make every job outdated). Each job
+    process parses this file again, so local, cluster and conda jobs all see them."""
+    env = {"MTDIFF_ROOT": str(ROOT)}
+    if not USE_CONDA:
+        bin_dir = str(Path(sys.executable).parent)  # not resolved: a venv's python is a symlink
+        search = os.get_exec_path()
+        if not search or search[0] != bin_dir:
+            env["PATH"] = os.pathsep.join([bin_dir, *search])
+    os.environ.update(env)
+
+
+_job_environment()
 DATASETS = config["datasets"]
 
 # What each model does comes from its one entry in mtdiff.models.MODELS (and each dataset from
@@ -202,8 +224,11 @@ def judge(dataset, kind, seed):
 def all_outputs():
     out = [f"{RESULTS}/report.html", f"{RESULTS}/report.ipynb"]
     for dataset in DATASETS:
-        out += [f"{RESULTS}/{dataset}/data/card.json", f"{RESULTS}/{dataset}/report/comparison.csv",
-                f"{RESULTS}/{dataset}/metrics/all_records.csv"]
+        out += [
+            f"{RESULTS}/{dataset}/data/card.json",
+            f"{RESULTS}/{dataset}/report/comparison.csv",
+            f"{RESULTS}/{dataset}/metrics/all_records.csv",
+        ]
     return out
 
 
@@ -244,8 +269,12 @@ def summary_files(dataset):
 
 def grid_files(dataset):
     d = ds(dataset)
-    return [f"{RESULTS}/{dataset}/samples/{m}/seed{s}/grid.png" for m in d["models"] if m in DIFFUSION_MODELS
-            for s in d["seeds"]]
+    return [
+        f"{RESULTS}/{dataset}/samples/{m}/seed{s}/grid.png"
+        for m in d["models"]
+        if m in DIFFUSION_MODELS
+        for s in d["seeds"]
+    ]
 
 
 def sample_count(dataset):
@@ -263,14 +292,12 @@ def train_gpus(dataset):
 
 
 def train_launcher(dataset):
-    """How the train rule starts mtdiff: plain python, or torchrun with one process per GPU
-    when train.gpus > 1 (`python -m torch.distributed.run` is torchrun, from the same env)."""
+    """How training starts mtdiff (python from _job_environment): plain python, or torchrun with
+    one process per GPU when train.gpus > 1 (`python -m torch.distributed.run` is torchrun)."""
     gpus = int(run_value(dataset, "train.gpus"))
     if gpus <= 1:
-        return MTDIFF
-    return MTDIFF.replace(
-        "python -m mtdiff.cli", f"python -m torch.distributed.run --standalone --nproc_per_node={gpus} -m mtdiff.cli"
-    )
+        return "python -m mtdiff.cli"
+    return f"python -m torch.distributed.run --standalone --nproc_per_node={gpus} -m mtdiff.cli"
 
 
 # Datasets read from data.root.
@@ -298,3 +325,21 @@ def sample_gpus(dataset):
     """GPUs a sampling / curve job asks the scheduler for (resource `gpu`): 1 where training
     asks for GPUs (train_gpus > 0; sampling uses one, device auto), else 0."""
     return 1 if train_gpus(dataset) > 0 else 0
+
+
+def coherence_judges(wc):
+    """Inputs of a coherence job: the joint samples and the judges of the heads the model has."""
+    out = {"samples": f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}/samples.npz"}
+    for kind, heads in (("classifier", LABEL_HEADS), ("segmenter", MASK_HEADS)):
+        if judge(wc.dataset, kind, wc.seed) and wc.model in heads:
+            out[kind] = f"{judge(wc.dataset, kind, wc.seed)}/final.pt"
+    return out
+
+
+def reference_cache(dataset):
+    """The cached reference features every FID job of `dataset` reads (`mtdiff evaluate
+    reference`): one folder per (dataset, extractor, reference split) of the run config; its
+    reference.json is written last, when the cache is complete."""
+    extractor = run_value(dataset, "eval.extractor", "domain")
+    split = run_value(dataset, "eval.reference_split", "train")
+    return f"{RESULTS}/{dataset}/reference/{extractor}_{split}/reference.json"

@@ -1,28 +1,59 @@
 # Each rule writes one JSONL file of protocol-stamped metric records under
 # results/<dataset>/metrics/; the report reads only these (and the training summaries).
+# FID/KID jobs read the reference split's features from one cache per (dataset, extractor,
+# reference split), filled once by reference_features (records: extra.reference_cache).
 
 EXTRACTOR = f"{RESULTS}/{{dataset}}/extractor/domain.pt"
+REFERENCE = f"{RESULTS}/{{dataset}}/reference/{{extractor}}_{{split}}/reference.json"
+
+
+rule reference_features:
+    """Features (and FID statistics) of the reference split, extracted once and cached for
+    every FID job of the dataset; reference.json is written last, when the cache is complete."""
+    input:
+        extractor=EXTRACTOR,
+    output:
+        REFERENCE,
+    log:
+        f"{RESULTS}/{{dataset}}/logs/reference_{{extractor}}_{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/reference_{{extractor}}_{{split}}.tsv"
+    wildcard_constraints:
+        extractor="domain|inception",
+        split="train|test",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda wc: run_config(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset),
+    shell:
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate reference --config {params.config} "
+        "{params.overrides} --extractor-weights {input.extractor} --cache-dir $(dirname {output}) --out {output} "
+        "--progress log > {log} 2>&1"
 
 
 rule anchors:
     """FID/KID anchors: real-data floor (test vs train) and an independent-pixel Gaussian."""
     input:
         extractor=EXTRACTOR,
+        reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/anchors.jsonl",
-    params:
-        config=lambda wc: run_config(wc.dataset),
-        overrides=lambda wc: run_overrides(wc.dataset),
-        settings=lambda wc: config_params(wc.dataset, only=("data", "eval")),
     log:
         f"{RESULTS}/{{dataset}}/logs/anchors.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/anchors.tsv"
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda wc: run_config(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset),
+        settings=lambda wc: config_params(wc.dataset, only=("data", "eval")),
     shell:
-        "{MTDIFF} evaluate anchors --config {params.config} {params.overrides} --extractor-weights {input.extractor} "
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate anchors --config {params.config} {params.overrides} "
+        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 
@@ -31,6 +62,7 @@ rule fid:
     input:
         samples=f"{RESULTS}/{{dataset}}/samples/{{model}}/seed{{seed}}/samples.npz",
         extractor=EXTRACTOR,
+        reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/fid_{{model}}_seed{{seed}}.jsonl",
     params:
@@ -39,11 +71,12 @@ rule fid:
         f"{RESULTS}/{{dataset}}/logs/fid_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/fid_{{model}}_seed{{seed}}.tsv"
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: 1
     shell:
-        "{MTDIFF} evaluate generation --samples $(dirname {input.samples}) --extractor-weights {input.extractor} "
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
+        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 
@@ -53,41 +86,46 @@ rule fid_conditional:
     input:
         samples=f"{RESULTS}/{{dataset}}/samples_cond/{{model}}/seed{{seed}}/samples.npz",
         extractor=EXTRACTOR,
+        reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
     params:
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/condfid_{{model}}_seed{{seed}}.log",
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: 1
     shell:
-        "{MTDIFF} evaluate generation --samples $(dirname {input.samples}) --extractor-weights {input.extractor} "
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
+        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
         "--metric-prefix cond_ --out {output} > {log} 2>&1"
 
 
 rule curve:
-    """FID/KID against training progress (kept snapshots) and against NFE."""
+    """FID/KID against training progress (kept snapshots) and against NFE; the log gets one
+    line per point (checkpoint step, NFE, values)."""
     input:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         extractor=EXTRACTOR,
+        reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/curve_{{model}}_seed{{seed}}.jsonl",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
-    resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
     log:
         f"{RESULTS}/{{dataset}}/logs/curve_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/curve_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
     shell:
-        "OMP_NUM_THREADS={threads} {MTDIFF} evaluate curve --run {params.run} --extractor-weights {input.extractor} "
+        "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate curve --run {params.run} "
+        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 
@@ -98,23 +136,23 @@ rule task:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
     output:
         f"{RESULTS}/{{dataset}}/metrics/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.jsonl",
-    wildcard_constraints:
-        task="label|mask",
-        procedure="head|elbo|direct",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
-        settings=lambda wc: config_params(wc.dataset, wc.model, only=("inference",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.tsv"
-    threads: 1
+    wildcard_constraints:
+        task="label|mask",
+        procedure="head|elbo|direct",
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: 1
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("inference",)),
     shell:
-        "OMP_NUM_THREADS={threads} {MTDIFF} evaluate task --run {params.run} --task {wildcards.task} "
-        "{params.procedure} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate task --run {params.run} "
+        "--task {wildcards.task} {params.procedure} --out {output} > {log} 2>&1"
 
 
 rule conditional:
@@ -126,20 +164,12 @@ rule conditional:
         f"{RESULTS}/{{dataset}}/metrics/cond_{{model}}_seed{{seed}}.jsonl",
     log:
         f"{RESULTS}/{{dataset}}/logs/cond_{{model}}_seed{{seed}}.log",
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/torch.yaml"
+    threads: 1
     shell:
-        "{MTDIFF} evaluate conditional --samples $(dirname {input.samples}) --judge $(dirname {input.judge}) "
-        "--out {output} > {log} 2>&1"
-
-
-def coherence_judges(wc):
-    out = {"samples": f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}/samples.npz"}
-    for kind, heads in (("classifier", LABEL_HEADS), ("segmenter", MASK_HEADS)):
-        if judge(wc.dataset, kind, wc.seed) and wc.model in heads:
-            out[kind] = f"{judge(wc.dataset, kind, wc.seed)}/final.pt"
-    return out
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate conditional --samples $(dirname {input.samples}) "
+        "--judge $(dirname {input.judge}) --out {output} > {log} 2>&1"
 
 
 rule coherence:
@@ -149,19 +179,20 @@ rule coherence:
         unpack(coherence_judges),
     output:
         f"{RESULTS}/{{dataset}}/metrics/coherence_{{model}}_seed{{seed}}.jsonl",
+    log:
+        f"{RESULTS}/{{dataset}}/logs/coherence_{{model}}_seed{{seed}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
     params:
         judges=lambda wc, input: " ".join(
             f"--{flag} $(dirname {input[kind]})"
             for kind, flag in (("classifier", "label-judge"), ("segmenter", "mask-judge"))
             if kind in input.keys()
         ),
-    log:
-        f"{RESULTS}/{{dataset}}/logs/coherence_{{model}}_seed{{seed}}.log",
-    threads: 1
-    conda:
-        "../../environment.yml"
     shell:
-        "{MTDIFF} evaluate coherence --samples $(dirname {input.samples}) {params.judges} --out {output} > {log} 2>&1"
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate coherence --samples $(dirname {input.samples}) "
+        "{params.judges} --out {output} > {log} 2>&1"
 
 
 rule collect_records:
@@ -172,9 +203,9 @@ rule collect_records:
         f"{RESULTS}/{{dataset}}/metrics/all_records.csv",
     log:
         f"{RESULTS}/{{dataset}}/logs/collect_records.log",
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
+    threads: 1
     shell:
-        "PYTHONPATH={ROOT} python -c 'import sys; from mtdiff.metrics import records_to_csv; "
+        "PYTHONPATH=$MTDIFF_ROOT python -c 'import sys; from mtdiff.metrics import records_to_csv; "
         "records_to_csv(sys.argv[2:], sys.argv[1])' {output} {input} > {log} 2>&1"

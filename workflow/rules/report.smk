@@ -32,32 +32,51 @@ rule report_tables:
         f"{RESULTS}/{{dataset}}/logs/report_tables.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/report_tables.tsv"
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
+    threads: 1
+    params:
+        root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
     shell:
-        "{MTDIFF} report --root {RESULTS} --dataset {wildcards.dataset} --out {RESULTS}/{wildcards.dataset}/report "
-        "> {log} 2>&1"
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli report --root {params.root} --dataset {wildcards.dataset} "
+        "--out $(dirname {output.table}) > {log} 2>&1"
 
 
 rule report_notebook:
-    """notebooks/report.ipynb executed on the records (the executed notebook is an output, not
-    a log) and rendered to HTML."""
+    """notebooks/report.ipynb executed on the records through Snakemake's notebook directive
+    (the `snakemake` object gives it the results root and the datasets; change it with
+    `snakemake --edit-notebook results/report.ipynb`). The executed notebook is the output."""
     input:
         tables=expand(f"{RESULTS}/{{dataset}}/report/comparison.csv", dataset=DATASETS),
-        notebook=f"{ROOT}/notebooks/report.ipynb",
     output:
         notebook=f"{RESULTS}/report.ipynb",
-        html=report(f"{RESULTS}/report.html", category="Report", caption="report/notebook.rst"),
-    params:
-        datasets=" ".join(f"--dataset {d}" for d in DATASETS),
     log:
-        f"{RESULTS}/logs/report_notebook.log",
+        # the notebook directive writes the executed notebook to log.notebook; it is this
+        # rule's output, so it is replaced, not appended to, and the HTML rule can read it
+        notebook=f"{RESULTS}/report.ipynb",
     benchmark:
         f"{RESULTS}/benchmarks/report_notebook.tsv"
-    threads: 1
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
+    threads: 1
+    params:
+        root=lambda wc, input: str(Path(input.tables[0]).parents[2]),  # <root>/<dataset>/report/...
+        datasets=list(DATASETS),
+    notebook:
+        "../../notebooks/report.ipynb"
+
+
+rule report_html:
+    """The executed report notebook rendered to one self-contained HTML page (code hidden)."""
+    input:
+        notebook=f"{RESULTS}/report.ipynb",
+    output:
+        html=report(f"{RESULTS}/report.html", category="Report", caption="../report/notebook.rst"),
+    log:
+        f"{RESULTS}/logs/report_html.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
     shell:
-        "{MTDIFF} report --root {RESULTS} {params.datasets} --notebook {input.notebook} --notebook-only "
-        "--html {output.html} --executed-notebook {output.notebook} > {log} 2>&1"
+        "jupyter nbconvert --to html --no-input --no-prompt --output $(basename {output.html}) "
+        "--output-dir $(dirname {output.html}) {input.notebook} > {log} 2>&1"
