@@ -89,8 +89,10 @@ def run_config(dataset):
 def _check_results():
     """`results` is the output root: an empty string would write to /<dataset>/..."""
     if not isinstance(RESULTS, str) or not RESULTS.strip():
-        raise WorkflowError(f"results={RESULTS!r} is not accepted; accepted: a non-empty relative or absolute path "
-                            f"(the output root, e.g. results)")
+        raise WorkflowError(
+            f"results={RESULTS!r} is not accepted; accepted: a non-empty relative or absolute path "
+            f"(the output root, e.g. results)"
+        )
 
 
 def _check_overrides(dataset, overrides):
@@ -98,11 +100,13 @@ def _check_overrides(dataset, overrides):
     from mtdiff.config import flatten_dotted, nest_dotted
 
     if not isinstance(overrides, dict):
-        raise WorkflowError(f"datasets.{dataset}.overrides={overrides!r} is not accepted; accepted: a mapping of "
-                            f"dotted run-config keys to values, e.g. {{train.total_kimg: 32}}")
+        raise WorkflowError(
+            f"datasets.{dataset}.overrides={overrides!r} is not accepted; accepted: a mapping of "
+            f"dotted run-config keys to values, e.g. {{train.total_kimg: 32}}"
+        )
     flat = flatten_dotted(nest_dotted(overrides))
     for key in flat:
-        owned = [k for k in WORKFLOW_OWNED_KEYS if key == k or key.startswith(k + ".")]
+        owned = [k for k in WORKFLOW_OWNED_KEYS if key == k or key.startswith(f"{k}.")]
         if owned:
             raise WorkflowError(
                 f"datasets.{dataset}.overrides sets {key}, which the workflow sets itself (model from `models`, "
@@ -192,14 +196,14 @@ def config_params(dataset, model=None, *, only=None, without=()):
     from mtdiff.config import flatten_dotted
 
     flat = flatten_dotted(_resolved(dataset, model))
-    under = lambda key, prefixes: any(key == p or key.startswith(p + ".") for p in prefixes)
+    under = lambda key, prefixes: any(key == p or key.startswith(f"{p}.") for p in prefixes)
     kept = {k: v for k, v in flat.items() if (only is None or under(k, only)) and not under(k, without)}
     return json.dumps(kept, sort_keys=True)
 
 
 def train_params(wc):
     """What a trained model depends on: its whole run config but the sampling and evaluation
-    sections, and the keys the rule sets itself (seed: the wildcard; threads: the rule's)."""
+    sections, and the keys the job sets itself (seed from the wildcard; threads from `threads`)."""
     return config_params(wc.dataset, wc.model, without=EVAL_SECTIONS + ("train.seed", "train.threads"))
 
 
@@ -340,6 +344,6 @@ def reference_cache(dataset):
     """The cached reference features every FID job of `dataset` reads (`mtdiff evaluate
     reference`): one folder per (dataset, extractor, reference split) of the run config; its
     reference.json is written last, when the cache is complete."""
-    extractor = run_value(dataset, "eval.extractor", "domain")
-    split = run_value(dataset, "eval.reference_split", "train")
+    extractor = run_value(dataset, "eval.extractor")
+    split = run_value(dataset, "eval.reference_split")
     return f"{RESULTS}/{dataset}/reference/{extractor}_{split}/reference.json"

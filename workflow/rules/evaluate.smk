@@ -65,8 +65,6 @@ rule fid:
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/fid_{{model}}_seed{{seed}}.jsonl",
-    params:
-        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/fid_{{model}}_seed{{seed}}.log",
     benchmark:
@@ -74,6 +72,8 @@ rule fid:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    params:
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
@@ -89,13 +89,13 @@ rule fid_conditional:
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
-    params:
-        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     log:
         f"{RESULTS}/{{dataset}}/logs/condfid_{{model}}_seed{{seed}}.log",
     conda:
         "../envs/torch.yaml"
     threads: 1
+    params:
+        settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
