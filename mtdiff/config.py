@@ -35,6 +35,10 @@ class DataConfig:
     num_train: int | None = None  # subsample / number of generated scenes; None = all
     num_test: int | None = None
     options: dict = field(default_factory=dict)  # dataset-specific options (e.g. mask_threshold)
+    # Training augmentation: mirror each training image left-right with probability 1/2 (its mask
+    # with it), as DDPM, ADM and EDM do on CIFAR-10 / ImageNet. Off for digits (a mirrored digit
+    # is not a digit); the GPU run configs switch it on.
+    hflip: bool = False
 
 
 @dataclass
