@@ -107,6 +107,10 @@ class DataConfig:
     # dataset-specific options (e.g. mask_threshold); the names the dataset knows
     # (mtdiff.data.DATASETS[name].options) are checked by mtdiff.models.check_config
     options: dict = field(default_factory=dict)
+    # Training augmentation: mirror each training image left-right with probability 1/2 (its mask
+    # with it), as DDPM, ADM and EDM do on CIFAR-10 / ImageNet. Off for digits (a mirrored digit
+    # is not a digit); the GPU run configs switch it on.
+    hflip: bool = False
 
 
 @dataclass

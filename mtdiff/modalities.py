@@ -89,6 +89,11 @@ class Modality(nn.Module):
         """The modality's value for a training batch (dataset field, or derived from it)."""
         return batch[self.data_key]
 
+    def training_draws(self, n: int, image_shape: tuple[int, ...], generator: torch.Generator) -> dict:
+        """Random draws this modality needs per training example, made by the trainer for the
+        global batch (mtdiff.batches.step_randomness) so DDP ranks draw what one process would."""
+        return {}
+
 
 class LabelModality(Modality):
     """A class label. E(k) is an image-shaped pattern per class; the head is an MLP on the
@@ -202,24 +207,32 @@ class MaskedImageModality(Modality):
             group_norm(feature_channels), nn.SiLU(), nn.Conv2d(feature_channels, self.channels, 3, padding=1)
         )
 
-    def hide_pixels(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Keep-mask (N, 1, H, W) of 1 = visible, 0 = hidden, drawn per example."""
-        n, _, h, w = images.shape
-        ratio, dev = self.cfg.mask_ratio, images.device
+    def draw_keep(self, n: int, h: int, w: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Keep-mask (n, 1, h, w) of 1 = visible, 0 = hidden, drawn per example (on the CPU)."""
+        ratio = self.cfg.mask_ratio
         if self.cfg.mask_pattern == "center":
             side = round(math.sqrt(ratio) * h)
-            keep = torch.ones(n, 1, h, w, device=dev)
+            keep = torch.ones(n, 1, h, w)
             lo = (h - side) // 2
             keep[:, :, lo : lo + side, lo : lo + side] = 0
             return keep
         p = self.cfg.patch_size if self.cfg.mask_pattern == "patches" else 1
-        u = torch.rand(n, 1, h // p, w // p, generator=generator).to(dev)
+        u = torch.rand(n, 1, h // p, w // p, generator=generator)
         keep = (u >= ratio).float()
         return F.interpolate(keep, scale_factor=p, mode="nearest") if p > 1 else keep
 
+    def hide_pixels(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Keep-mask (N, 1, H, W) for ``images``, on their device."""
+        n, _, h, w = images.shape
+        return self.draw_keep(n, h, w, generator).to(images.device)
+
+    def training_draws(self, n, image_shape, generator):
+        return {"keep:masked_image": self.draw_keep(n, image_shape[-2], image_shape[-1], generator)}
+
     def training_value(self, batch, generator=None):
         images = batch["image"]
-        return images * self.hide_pixels(images, generator)
+        keep = batch.get("keep:masked_image")  # drawn by the trainer for the global batch
+        return images * (self.hide_pixels(images, generator) if keep is None else keep)
 
     def encode(self, value):
         return value

@@ -30,6 +30,9 @@ import torch
 import torch.distributed as dist
 
 import mtdiff
+from mtdiff.batches import (  # noqa: F401 (BatchStream, fetch: re-exported for callers of mtdiff.train)
+    BatchStream, StepBatches, apply_hflip, fetch, step_generator, step_randomness,
+)
 from mtdiff.checkpoints import (  # noqa: F401  (load_run, read_checkpoint: re-exported for older imports)
     check_state_fits, clean_temp_files, copy_checkpoint, diff_keys, latest_checkpoint, list_checkpoints, load_run,
     read_checkpoint, read_run_config, write_checkpoint,
@@ -81,54 +84,6 @@ def load_split(cfg: RunConfig, split: str, *, in_memory: bool = False):
     return dataset
 
 
-class BatchStream:
-    """Global batches of indices: a fresh seeded permutation per epoch, resumable from a step.
-
-    Every DDP rank computes the same global batch and takes its slice, so N processes see
-    exactly what one process sees with the same global batch.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, seed: int):
-        if num_items < batch_size:
-            raise ConfigError(f"train.batch_size={batch_size} is larger than the training set ({num_items} items)")
-        self.n, self.batch, self.seed = num_items, batch_size, seed
-        self.per_epoch = num_items // batch_size  # drop the ragged end of each epoch
-
-    def batch_at(self, step: int) -> torch.Tensor:
-        epoch, pos = divmod(step, self.per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)
-        return perm[pos * self.batch : (pos + 1) * self.batch]
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """This rank's slice of the global batch of every step in [start, stop), for a DataLoader:
-    lazy (decoded-from-disk) datasets are then read by ``train.num_workers`` worker processes,
-    each rank decoding only its own images."""
-
-    def __init__(self, stream: BatchStream, start: int, stop: int, local: slice):
-        self.stream, self.start, self.stop, self.local = stream, start, stop, local
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield self.stream.batch_at(step)[self.local].tolist()
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-def fetch(dataset, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Collate items ``idx``; in-memory datasets are sliced directly (no per-item overhead)."""
-    if getattr(dataset, "images", None) is not None:
-        out = {"image": dataset.images[idx]}
-        if getattr(dataset, "labels", None) is not None:
-            out["label"] = dataset.labels[idx]
-        if getattr(dataset, "masks", None) is not None:
-            out["mask"] = dataset.masks[idx]
-        return out
-    return torch.utils.data.default_collate([dataset[int(i)] for i in idx])
-
-
 # ---------------------------------------------------------------------------------------------
 # EMA
 
@@ -143,11 +98,12 @@ def ema_beta(batch_size: int, images_seen: int, halflife_kimg: float, rampup_rat
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model for parameters; buffers copied."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1 - beta)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers copied. One fused
+    (multi-tensor) kernel per call instead of a Python loop over parameters."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - beta)
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,8 +243,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
 
     dataset = load_split(cfg, "train")
     info = dataset.info
-    torch.manual_seed(tc.seed)  # model init
+    torch.manual_seed(tc.seed)  # model init: the same weights on every rank
     model = build_model(cfg, info).to(device)
+    if dist_info.rank > 0:  # then each rank its own stream (dropout), rank 0 that of one process
+        torch.manual_seed(tc.seed * 1_000_003 + 7919 * dist_info.rank)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     diffusion = build_diffusion(cfg) if model.kind == "diffusion" else None
@@ -312,7 +270,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         sched.load_state_dict(state["scheduler"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        restore_rng(state, dist_info, device, log)
         step, wall_before = state["step"], state.get("wall_s", 0.0)
         if dist_info.main:
             log(f"resuming {run_dir} from step {step}")
@@ -343,13 +301,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         })
 
     def save_checkpoint(at_step: int) -> None:
+        rng = gather_rng(dist_info, device)  # a collective: every rank takes part
         if not dist_info.main:
             return
         payload = {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "step": at_step,
             "images_seen": at_step * tc.batch_size, "wall_s": wall_before + (time.time() - t_start),
-            "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "info": info.to_dict(),
+            "rng": rng[0], "rng_per_rank": rng, "config": cfg.to_dict(), "info": info.to_dict(),
             "versions": {"mtdiff": mtdiff.__version__, "torch": torch.__version__},
         }
         write_checkpoint(payload, run_dir / "checkpoints" / f"ckpt-{at_step:08d}.pt")
@@ -368,6 +327,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
     steps_this_call, t_log, img_log = 0, time.time(), 0
     local = slice(dist_info.rank * tc.batch_size // dist_info.world, (dist_info.rank + 1) * tc.batch_size // dist_info.world)
     model.train()
+    guard = FiniteGuard()
     in_memory = getattr(dataset, "images", None) is not None
     loader = None
     if not in_memory:  # lazy dataset: decode in DataLoader workers, this rank's share only
@@ -383,26 +343,18 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         else:
             batch = next(loader)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        # t, noise and masked-image patterns: drawn for the global batch from (seed, step) and
-        # sliced, so DDP ranks together draw what one process would.
-        g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + 17)
-        if diffusion is not None:
-            n = tc.batch_size
-            shape = (n, *batch["image"].shape[1:])
-            batch["t"] = torch.randint(1, diffusion.num_steps + 1, (n,), generator=g)[local].to(device)
-            batch["noise"] = torch.randn(shape, generator=g)[local].to(device)
+        # t, noise, masked-image patterns and flips: drawn for the global batch from (seed, step)
+        # and sliced, so DDP ranks together draw what one process would (mtdiff.batches).
+        batch.update(step_randomness(model, diffusion, step, seed=tc.seed, global_batch=tc.batch_size,
+                                     image_shape=tuple(batch["image"].shape[1:]), local=local, device=device,
+                                     hflip=cfg.data.hflip))
+        batch = apply_hflip(batch)
+        g = step_generator(tc.seed, step)  # for any draw a model makes itself (none of ours)
         if channels_last:
             batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
         with amp:
             loss, terms = _loss(net, model, batch, diffusion, g)
-        bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-        if bad or not torch.isfinite(loss):
-            bar.close()
-            raise TrainingDiverged(
-                f"loss term {bad[0] if bad else 'total'} is {float(terms.get(bad[0], loss)) if bad else float(loss)} "
-                f"at step {step}; the run stops here, the last good checkpoint is kept in {run_dir / 'checkpoints'} "
-                f"(try a lower train.lr or train.precision=fp32)"
-            )
+        guard.update(step, loss, terms)  # on the device: no host sync per step
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if tc.grad_clip > 0:
@@ -414,9 +366,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         step += 1
         steps_this_call += 1
         ema_update(ema, model, ema_beta(tc.batch_size, step * tc.batch_size, tc.ema_halflife_kimg, tc.ema_rampup_ratio))
-        bar.update(1, loss=float(loss.detach()))
+        bar.update(1)  # no loss here: reading it would sync with the GPU every step
         img_log += tc.batch_size
         if dist_info.main and (step % tc.log_every_steps == 0 or step == total_steps):
+            guard.check(bar, run_dir)
+            bar.update(0, loss=float(loss.detach()))
             now = time.time()
             rec = {"step": step, "kimg": step * tc.batch_size / 1000, "loss": float(loss.detach()),
                    **{f"loss_{k}": float(v.detach()) for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
@@ -426,7 +380,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
                 fh.write(json.dumps(rec) + "\n")
             t_log, img_log = now, 0
         if step % ckpt_every == 0 or step in snapshot_steps or step == total_steps:
+            guard.check(bar, run_dir)  # never checkpoint weights that saw a non-finite loss
             save_checkpoint(step)
+    guard.check(bar, run_dir)
     bar.close()
     wall = wall_before + time.time() - t_start
     summary = {"model": cfg.model, "dataset": info.name, "seed": tc.seed, "parameters": count_parameters(model),
@@ -440,6 +396,70 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         log(f"wrote {run_dir / 'final.pt'} (step {step}, {step * tc.batch_size} images, {wall:.0f} s) "
             f"and {run_dir / 'summary.json'}")
     return summary
+
+
+class FiniteGuard:
+    """Remembers, on the device, the first step whose loss (or a loss term) was not finite.
+
+    Checking ``torch.isfinite(loss)`` on the host every step forces a GPU sync per step; the
+    guard instead accumulates with device ops and is checked (one sync) at log and checkpoint
+    steps, before anything is written, so no checkpoint ever holds weights updated by a
+    non-finite loss and the error still names the first bad step and term.
+    """
+
+    def __init__(self):
+        self.names, self.first_step, self.values = None, None, None
+
+    def update(self, step: int, loss: torch.Tensor, terms: dict) -> None:
+        vals = torch.stack([loss.detach().float().reshape(()), *(v.detach().float().reshape(()) for v in terms.values())])
+        if self.names is None:
+            self.names = ["total", *terms]
+            self.first_step = torch.full((), -1, dtype=torch.long, device=vals.device)
+            self.values = torch.zeros_like(vals)
+        bad = ~torch.isfinite(vals).all()
+        new = bad & (self.first_step < 0)
+        self.first_step = torch.where(new, torch.full_like(self.first_step, step), self.first_step)
+        self.values = torch.where(new, vals, self.values)
+
+    def check(self, bar, run_dir: Path) -> None:
+        if self.first_step is None or int(self.first_step) < 0:
+            return
+        bar.close()
+        vals = self.values.tolist()
+        # name a term (not the total) when one is bad: that is where to look
+        i = next((j for j in range(1, len(vals)) if not math.isfinite(vals[j])), 0)
+        raise TrainingDiverged(
+            f"loss term {self.names[i]} is {vals[i]} at step {int(self.first_step)}; the run stops here, the last "
+            f"good checkpoint is kept in {run_dir / 'checkpoints'} (try a lower train.lr or train.precision=fp32)"
+        )
+
+
+def gather_rng(dist_info: DistInfo, device: torch.device) -> list[dict]:
+    """Every rank's RNG state (CPU, and CUDA where used), gathered for the checkpoint: a
+    resumed run continues each rank's dropout stream exactly."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if dist_info.world == 1:
+        return [state]
+    states = [None] * dist_info.world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng(state: dict, dist_info: DistInfo, device: torch.device, log=print) -> None:
+    per_rank = state.get("rng_per_rank") or [state["rng"]]
+    if len(per_rank) == dist_info.world:
+        mine = per_rank[dist_info.rank]
+    elif dist_info.main:
+        mine = per_rank[0]
+    else:  # resumed on another process count: rank 0 continues exactly, the others reseed
+        log(f"note: rank {dist_info.rank}: checkpoint has {len(per_rank)} rank RNG state(s); dropout streams "
+            f"of ranks > 0 restart (only matters with net.dropout > 0)")
+        return
+    torch.set_rng_state(mine["torch"])
+    if device.type == "cuda" and "cuda" in mine:
+        torch.cuda.set_rng_state(mine["cuda"], device)
 
 
 def _loss(net, model, batch, diffusion, generator):
