@@ -118,6 +118,12 @@ class TrainConfig:
     # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which
     # the workflow's train rule does); the global batch_size is split across them.
     gpus: int = 1
+    # Condition dropout for classifier-free guidance (docs/method.md, section 7): the probability
+    # that a training example's condition is dropped. ddpm_cond: its class is replaced by the
+    # null class; MT models: each extra modality's encoding E_i(x_i) is replaced, independently,
+    # by the prior-mean encoding (its head is still trained on the true value). 0 = never (no
+    # random draw is made, so runs trained before this option exist are reproduced exactly).
+    cond_drop_prob: float = 0.0
 
 
 @dataclass
@@ -130,6 +136,13 @@ class SampleConfig:
     seed: int = 0
     ema: bool = True  # sample from the EMA weights
     clip_x0: bool = True  # clip the predicted z_0 to [-1, 1] at every step
+    # Guided conditional sampling (docs/method.md, section 7); applies only when a condition is
+    # given (or to ddpm_cond, which is always conditional). none | head | cfg
+    # (mtdiff.samplers.GUIDANCES). head: eps - s sqrt(1 - abar_t) grad_{z_t} log p_head(x_i | z_t),
+    # MT models only. cfg: (1 + s) eps(condition) - s eps(prior encoding / null class), for
+    # models trained with train.cond_drop_prob > 0.
+    guidance: str = "none"
+    guidance_scale: float = 0.0  # s >= 0 (head: s = 1 is the exact conditional; cfg: s = w)
 
 
 @dataclass
