@@ -149,7 +149,7 @@ class SampleConfig:
 class InferenceConfig:
     """How an MT model labels / segments a real image (docs/method.md, section 6)."""
 
-    label_procedure: str = "head"  # head | elbo
+    label_procedure: str = "head"  # head | elbo | elbo_joint (docs/method.md, eq. 12 / 12b)
     mask_procedure: str = "head"  # head
     t_infer: int = 1  # timestep at which the head reads the noised real image
     num_draws: int = 4  # noise draws averaged (head) or per timestep (elbo)
@@ -171,6 +171,9 @@ class EvalConfig:
     extractor_steps: int = 400  # training steps of the domain extractor (fixed recipe, seed 0)
     curve_num_samples: int = 500  # generated images per point of metric-vs-step/NFE curves
     curve_nfe: tuple[int, ...] = (10, 25, 50)  # NFE values of the metric-vs-NFE curve
+    # guidance sweep (mtdiff.guidance_sweep): scales s of sample.guidance at which conditional
+    # accuracy and class-balanced conditional FID/KID are measured (eval.num_samples each)
+    guidance_scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass

@@ -222,7 +222,7 @@ def sample(
 # ---------------------------------------------------------------------------------------------
 # Inference on real images (docs/method.md, section 6).
 
-LABEL_PROCEDURES = ("head", "elbo")
+LABEL_PROCEDURES = ("head", "elbo", "elbo_joint")
 MASK_PROCEDURES = ("head",)
 
 
@@ -244,9 +244,19 @@ def head_readout(model, diffusion, images, name: str, *, t_infer: int = 1, num_d
 
 
 @torch.no_grad()
-def elbo_label_scores(model, diffusion, images, *, num_timesteps: int = 10, num_draws: int = 1, generator=None):
-    """Per-class denoising error ||target - pred||^2 with e_label = E(k), averaged over evenly
-    spaced t and shared noise draws (a diffusion classifier; eq. 12). Lower = more likely."""
+def elbo_label_scores(model, diffusion, images, *, num_timesteps: int = 10, num_draws: int = 1, generator=None,
+                      label_term: bool = False):
+    """Per-class denoising error with e_label = E(k), averaged over evenly spaced t and shared
+    noise draws (a diffusion classifier; eq. 12). Lower = more likely.
+
+    ``label_term=False`` (procedure ``elbo``): ||target - pred||^2, the image term only.
+    ``label_term=True`` (procedure ``elbo_joint``): the whole reverse-mean error of the ELBO term
+    L_{t-1} under hypothesis k, ||mu_tilde(z_t, x, E(k)) - mu_theta(z_t)||^2 with mu_theta built
+    from z0_hat and the head's expected encoding e_hat (eq. 6), divided by
+    (beta_t / (sqrt(a_t) sqrt(1 - abar_t)))^2 so that its eps part is weighted as in L_simple.
+    It equals ||(eps - eps_hat) + (w_t / b_t)(E(k) - e_hat)||^2 (docs/method.md, eq. 12b): the
+    label's evidence enters through w_t (E(k) - e_hat).
+    """
     n = images.shape[0]
     label = model.modalities["label"]
     K = label.num_classes
@@ -255,14 +265,22 @@ def elbo_label_scores(model, diffusion, images, *, num_timesteps: int = 10, num_
     errors = torch.zeros(n, K, device=images.device)
     for t in ts:
         tt = torch.full((n,), t, device=images.device, dtype=torch.long)
+        b_t = float(diffusion.betas[t] / (diffusion.alphas[t].sqrt() * (1 - diffusion.alpha_bars[t]).sqrt()))
         for _ in range(num_draws):
             noise = torch.randn(images.shape, generator=generator).to(images.device)
             target = diffusion.target(images, noise, tt)
             for k in range(K):
                 enc = dict(others, label=label.encode(torch.full((n,), k, device=images.device)))
                 zt = diffusion.q_sample(images, tt, noise, enc)
-                pred = model(zt, tt)["image"].float()
-                errors[:, k] += (pred - target).pow(2).mean(dim=(1, 2, 3))
+                preds = {name: v.float() for name, v in model(zt, tt).items()}
+                if not label_term:
+                    errors[:, k] += (preds["image"] - target).pow(2).mean(dim=(1, 2, 3))
+                    continue
+                enc_hat = dict(others, label=label.expected_encoding(preds["label"]))
+                z0_hat, _ = diffusion.split_prediction(preds["image"], zt, tt, diffusion.aggregated_mean(enc_hat, tt, zt))
+                mu_true, _ = diffusion.posterior(zt, images, tt, enc)
+                mu_model, _ = diffusion.posterior(zt, z0_hat, tt, enc_hat)
+                errors[:, k] += (mu_true - mu_model).pow(2).mean(dim=(1, 2, 3)) / b_t**2
     return errors / (len(ts) * num_draws)
 
 
@@ -284,9 +302,10 @@ def predict(model, diffusion, images, task: str, *, procedure: str = "head", t_i
     accepted = LABEL_PROCEDURES if task == "label" else MASK_PROCEDURES
     if procedure not in accepted:
         raise choice_error(f"inference.{task}_procedure", procedure, accepted)
-    if procedure == "elbo":
+    if procedure in ("elbo", "elbo_joint"):
         return elbo_label_scores(
-            model, diffusion, images, num_timesteps=elbo_timesteps, num_draws=num_draws, generator=generator
+            model, diffusion, images, num_timesteps=elbo_timesteps, num_draws=num_draws, generator=generator,
+            label_term=procedure == "elbo_joint",
         ).argmin(-1)
     probs = head_readout(model, diffusion, images, task, t_infer=t_infer, num_draws=num_draws, generator=generator)
     return probs.argmax(1 if probs.dim() == 4 else -1)

@@ -23,9 +23,11 @@ def run_config(dataset):
     return ds(dataset)["run_config"]
 
 
-def run_overrides(dataset):
-    """`--set` arguments applied to every run of a dataset (config key `overrides`)."""
-    return " ".join(f"--set {k}={v}" for k, v in ds(dataset).get("overrides", {}).items())
+def run_overrides(dataset, model=None):
+    """`--set` arguments of a dataset's runs (config key `overrides`), plus those of one model
+    (config key `model_overrides`, e.g. ddpm_cond's condition dropout)."""
+    overrides = dict(ds(dataset).get("overrides", {}), **ds(dataset).get("model_overrides", {}).get(model, {}))
+    return " ".join(f"--set {k}={v}" for k, v in overrides.items())
 
 
 def _validate_runs():
@@ -42,7 +44,7 @@ def _validate_runs():
         if not Path(d["run_config"]).is_file():
             raise WorkflowError(f"datasets.{dataset}.run_config: file {d['run_config']!r} does not exist")
         for model in d["models"]:
-            overrides = dict(d.get("overrides", {}), model=model)
+            overrides = dict(d.get("overrides", {}), **d.get("model_overrides", {}).get(model, {}), model=model)
             try:
                 cfg = load_config(d["run_config"], [f"{k}={v}" for k, v in overrides.items()])
             except MtdiffError as exc:

@@ -94,7 +94,7 @@ rule task:
         f"{RESULTS}/{{dataset}}/metrics/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.jsonl",
     wildcard_constraints:
         task="label|mask",
-        procedure="head|elbo|direct",
+        procedure="head|elbo|elbo_joint|direct",
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",

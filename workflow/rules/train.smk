@@ -10,7 +10,7 @@ rule train:
         summary=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/summary.json",
     params:
         config=lambda wc: run_config(wc.dataset),
-        overrides=lambda wc: run_overrides(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset, wc.model),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
     resources:
