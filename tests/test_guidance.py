@@ -269,3 +269,20 @@ def test_the_clip_does_not_take_the_head_guidance_back(mt_all):
     (grad,) = torch.autograd.grad(_head_logp(model, zg, tt, given).sum(), zg)
     abar = float(diffusion.alpha_bars[t])
     torch.testing.assert_close(eps_g - eps_plain, -4.0 * math.sqrt(1 - abar) * grad, atol=1e-5, rtol=1e-4)
+
+
+def test_universal_guidance_baseline_scale_zero_is_plain_ddim_and_guided_runs():
+    from mtdiff.mask_to_image import universal_guided_sample
+
+    _, ddpm, diffusion = _model("ddpm", size=8)
+    ddpm = _perturb(ddpm).eval()
+    cfg, seg, _ = _model("segmenter", size=8)
+    seg = _perturb(seg).eval()
+    masks = _batch(3, size=8)["mask"]
+    plain = samplers.sample(ddpm, diffusion, 3, steps=4, generator=torch.Generator().manual_seed(0))["image"]
+    s0 = universal_guided_sample(ddpm, diffusion, seg, masks, steps=4, scale=0.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(s0, plain, atol=1e-5, rtol=1e-4)
+    s2 = universal_guided_sample(ddpm, diffusion, seg, masks, steps=4, scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(s2).all() and not torch.allclose(s2, plain)
+    with pytest.raises(ConfigError, match="model=ddpm"):
+        universal_guided_sample(_model("mt_mask", size=8)[1], diffusion, seg, masks, steps=2, scale=1.0)
