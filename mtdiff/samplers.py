@@ -12,6 +12,10 @@ and e_i replaced by their estimates (ancestral DDPM); with eta = 0 it is DDIM.
 
     samples = sample(model, diffusion, 64, sampler="ddim", steps=50)
     samples = sample(model, diffusion, 64, given={"label": torch.full((64,), 3)})  # class 3
+    samples = sample(model, diffusion, 64, given={"label": ...}, guidance="head", guidance_scale=2.0)
+
+Guided conditional sampling (``guidance: head | cfg``, docs/method.md section 7, eq. 13) only
+changes eps_hat and z0_hat of the step (:func:`guided_eps`).
 """
 
 from __future__ import annotations
