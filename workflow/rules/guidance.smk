@@ -17,7 +17,8 @@ def guidance_records(dataset):
 
 
 def guidance_outputs():
-    return [f"{RESULTS}/{dataset}/report/guidance.png" for dataset in DATASETS if guidance_models(dataset)]
+    out = [f"{RESULTS}/{dataset}/report/guidance.png" for dataset in DATASETS if guidance_models(dataset)]
+    return out + [f for dataset in DATASETS for f in mask_to_image_records(dataset)]
 
 
 rule guidance_sweep:
@@ -68,3 +69,39 @@ rule guidance_plot:
     shell:
         "PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.report_guidance {input} "
         "--plot {output.plot} --table {output.table} > {log} 2>&1"
+
+
+def mask_to_image_records(dataset):
+    """Mask-to-image records (opt-in: datasets.<name>.mask_to_image: true): mt_mask / mt_all with
+    head guidance on the mask, and ddpm with segmenter (universal) guidance as the baseline."""
+    d = ds(dataset)
+    if not d.get("mask_to_image", False) or "segmenter" not in d["models"]:
+        return []
+    return [f"{RESULTS}/{dataset}/metrics/m2i_{m}_seed{s}.jsonl" for m in d["models"]
+            if m in {"mt_mask", "mt_all", "ddpm"} for s in d["seeds"]]
+
+
+rule mask_to_image:
+    """Images generated given the test masks: segmenter mIoU vs the given masks, and FID/KID."""
+    input:
+        final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
+        segmenter=f"{RESULTS}/{{dataset}}/train/segmenter/seed{{seed}}/final.pt",
+        extractor=f"{RESULTS}/{{dataset}}/extractor/domain.pt",
+    output:
+        f"{RESULTS}/{{dataset}}/metrics/m2i_{{model}}_seed{{seed}}.jsonl",
+    wildcard_constraints:
+        model="mt_mask|mt_all|ddpm",
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_m2i/{wc.model}/seed{wc.seed}",
+    log:
+        f"{RESULTS}/{{dataset}}/logs/m2i_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/m2i_{{model}}_seed{{seed}}.tsv"
+    threads: config.get("threads_per_job", 1)
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.mask_to_image "
+        "--run {params.run} --segmenter $(dirname {input.segmenter}) --extractor-weights {input.extractor} "
+        "--samples-root {params.samples} --out {output} > {log} 2>&1"
