@@ -129,33 +129,35 @@ def test_cfg_for_ddpm_cond_contrasts_with_the_null_class():
     torch.testing.assert_close(eps, expected)
 
 
-def test_known_encoding_is_added_back_whole_after_clipping(mt_all):
-    """One DDIM step with a clipped z0_hat: z_s - c_s E(k) is the plain DDIM step of
-    y_t = z_t - c_t E(k); nothing of the known encoding is lost to the clip."""
+def test_known_encoding_is_added_back_whole_after_clipping(mt_all, monkeypatch):
+    """In the sampler loop, with clipping and guidance active: the next state is
+    z_s = c_s E(k) + r y_t + (sqrt(abar_s) - r sqrt(abar_t)) z0 (DDIM, eta = 0) with y_t = z_t - c_t E(k):
+    the known encoding enters with its full coefficient c_s, whatever the clip did."""
     model, diffusion = mt_all
     given = _given()
-    n, t, s = 4, 30, 0
-    z = 3 * torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(5))  # forces clipping
-    tt = torch.full((n,), t, dtype=torch.long)
-    enc_given = {k: model.modalities[k].encode(v) for k, v in given.items()}
-    preds, enc, shift, z0, eps = samplers.guided_eps(model, diffusion, z, tt, None, given, enc_given,
-                                                     guidance="head", scale=1.0)
-    assert (z0.abs() > 1).any()
-    # the two-step sampler T -> t -> ... compare the generic step from t to s' = 10
-    s = 10
-    a_t, a_s = float(diffusion.alpha_bars[t]), float(diffusion.alpha_bars[s])
-    z0c = z0.clamp(-1, 1)
-    y_t = z - shift
-    eps_c = (y_t - math.sqrt(a_t) * z0c) / math.sqrt(1 - a_t)
-    y_s = math.sqrt(a_s) * z0c + math.sqrt(1 - a_s) * eps_c
-    z_s = y_s + diffusion.aggregated_mean(enc, torch.full((n,), s), z)
-    # DDIM eta=0 rewrites as z_s = c_s E + r y_t + (sqrt(a_s) - r sqrt(a_t)) clip(z0): the known
-    # encoding enters with its full coefficient c_s, whatever the clip did
-    r = math.sqrt((1 - a_s) / (1 - a_t))
-    c_s = {k: float(diffusion.coeffs[k][s]) for k in given}
-    known = sum(c_s[k] * enc_given[k] for k in given)
-    torch.testing.assert_close(z_s - known, r * y_t + (math.sqrt(a_s) - r * math.sqrt(a_t)) * z0c, atol=1e-5,
-                               rtol=1e-4)
+    calls = []
+    real = samplers.guided_eps
+
+    def spy(model_, diffusion_, z, tt, *args, **kwargs):
+        out = real(model_, diffusion_, z, tt, *args, **kwargs)
+        calls.append((z.clone(), int(tt[0]), out))
+        return out
+
+    monkeypatch.setattr(samplers, "guided_eps", spy)
+    samplers.sample(model, diffusion, 4, steps=4, given=given, guidance="head", guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 4
+    clipped = False
+    for (z, t, (_, enc, shift, z0, eps)), (z_next, s, _) in zip(calls, calls[1:]):
+        a_t, a_s = float(diffusion.alpha_bars[t]), float(diffusion.alpha_bars[s])
+        r = math.sqrt((1 - a_s) / (1 - a_t))
+        known = sum(float(diffusion.coeffs[k][s]) * model.modalities[k].encode(v) for k, v in given.items())
+        unknown_t = shift - sum(float(diffusion.coeffs[k][t]) * model.modalities[k].encode(v) for k, v in given.items())
+        assert torch.allclose(unknown_t, torch.zeros_like(unknown_t))  # every modality given
+        expected = known + r * (z - shift) + (math.sqrt(a_s) - r * math.sqrt(a_t)) * z0
+        torch.testing.assert_close(z_next, expected, atol=1e-4, rtol=1e-4)
+        clipped |= bool((z0.abs() > 1).any())
+    assert clipped  # guidance pushed z0_hat past the clip at least once: the case that matters
 
 
 # ---------------------------------------------------------------------------------------------
