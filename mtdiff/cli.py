@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (true and predicted values)")
     p.add_argument("--task", required=True, choices=["label", "mask"])
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--procedure", default=None, help="MT models: head | elbo (labels); default: the run's config")
+    p.add_argument("--procedure", default=None, help="MT models: head | elbo | elbo_joint (labels); default: the run's config")
     p.add_argument("--t-infer", type=int, default=None, help="MT models: timestep of the head readout")
     p.add_argument("--num-draws", type=int, default=None, help="MT models: noise draws averaged")
     p.add_argument("--batch-size", type=int, default=256)

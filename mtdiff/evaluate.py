@@ -347,7 +347,7 @@ def add_evaluate_parser(sub) -> None:
     common(q, config=False)
     q.add_argument("--run", required=True)
     q.add_argument("--task", required=True, choices=["label", "mask"])
-    q.add_argument("--procedure", default=None, help="MT models: head | elbo (labels)")
+    q.add_argument("--procedure", default=None, help="MT models: head | elbo | elbo_joint (labels)")
     q.add_argument("--split", default="test", choices=["train", "test"])
     q.set_defaults(func=lambda a: task(a.run, a.task, a.out, procedure=a.procedure, split=a.split, append=a.append))
 
