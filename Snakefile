@@ -36,8 +36,10 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/guidance.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        guidance_outputs(),

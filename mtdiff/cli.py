@@ -54,7 +54,8 @@ def cmd_sample(args) -> None:
 
     generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
              steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=False if args.no_ema else None,
-             clip_x0=False if args.no_clip else None, device=args.device, precision=args.precision,
+             clip_x0=False if args.no_clip else None, guidance=args.guidance, guidance_scale=args.guidance_scale,
+             device=args.device, precision=args.precision,
              write_pngs=not args.no_pngs, progress=args.progress)
 
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none | label=K | label=balanced | mask=test | masked_image=test")
     p.add_argument("--no-ema", action="store_true", help="sample from the raw (non-EMA) weights")
     p.add_argument("--no-clip", action="store_true", help="do not clip predicted z_0 to [-1, 1]")
+    p.add_argument("--guidance", default=None, help="none | head | cfg (default: sample.guidance of the run)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="guidance scale s >= 0 (default: sample.guidance_scale)")
     p.add_argument("--no-pngs", action="store_true", help="skip per-image PNG files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (true and predicted values)")
     p.add_argument("--task", required=True, choices=["label", "mask"])
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--procedure", default=None, help="MT models: head | elbo (labels); default: the run's config")
+    p.add_argument("--procedure", default=None, help="MT models: head | elbo | elbo_joint (labels); default: the run's config")
     p.add_argument("--t-infer", type=int, default=None, help="MT models: timestep of the head readout")
     p.add_argument("--num-draws", type=int, default=None, help="MT models: noise draws averaged")
     p.add_argument("--batch-size", type=int, default=256)

@@ -203,6 +203,12 @@ class TrainConfig:
     # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which
     # the workflow's train rule does); the global batch_size is split across them.
     gpus: int = opt(1, ge=1, le=1024)
+    # Condition dropout for classifier-free guidance (docs/method.md, section 7): the probability
+    # that a training example's condition is dropped. ddpm_cond: its class is replaced by the
+    # null class; MT models: each extra modality's encoding E_i(x_i) is replaced, independently,
+    # by the prior-mean encoding (its head is still trained on the true value). 0 = never (no
+    # random draw is made, so runs trained before this option exist are reproduced exactly).
+    cond_drop_prob: float = opt(0.0, **PROBABILITY)
 
 
 @dataclass
@@ -215,13 +221,20 @@ class SampleConfig:
     seed: int = opt(0, ge=0, lt=2**63)
     ema: bool = True  # sample from the EMA weights
     clip_x0: bool = True  # clip the predicted z_0 to [-1, 1] at every step
+    # Guided conditional sampling (docs/method.md, section 7); applies only when a condition is
+    # given (or to ddpm_cond, which is always conditional). none | head | cfg
+    # (mtdiff.samplers.GUIDANCES). head: eps - s sqrt(1 - abar_t) grad_{z_t} log p_head(x_i | z_t),
+    # MT models only. cfg: (1 + s) eps(condition) - s eps(prior encoding / null class), for
+    # models trained with train.cond_drop_prob > 0.
+    guidance: str = opt("none", registry="guidances")
+    guidance_scale: float = opt(0.0, ge=0)  # s >= 0 (head: s = 1 is the exact conditional; cfg: s = w)
 
 
 @dataclass
 class InferenceConfig:
     """How an MT model labels / segments a real image (docs/method.md, section 6)."""
 
-    label_procedure: str = opt("head", registry="label_procedures")  # head | elbo
+    label_procedure: str = opt("head", registry="label_procedures")  # head | elbo | elbo_joint (docs/method.md, eq. 12 / 12b)
     mask_procedure: str = opt("head", registry="mask_procedures")  # head
     t_infer: int = opt(1, **COUNT)  # timestep at which the head reads the noised real image (<= T)
     num_draws: int = opt(4, ge=1, le=MAX_COUNT)  # noise draws averaged (head) or per timestep (elbo)
@@ -245,6 +258,9 @@ class EvalConfig:
     extractor_steps: int = opt(400, ge=1, le=MAX_COUNT)  # training steps of the domain extractor (fixed recipe, seed 0)
     curve_num_samples: int = opt(500, ge=2, le=MAX_COUNT)  # generated images per point of metric-vs-step/NFE curves
     curve_nfe: tuple[int, ...] = opt((10, 25, 50), **COUNT)  # NFE values of the metric-vs-NFE curve
+    # guidance sweep (mtdiff.guidance_sweep): scales s of sample.guidance at which conditional
+    # accuracy and class-balanced conditional FID/KID are measured (eval.num_samples each)
+    guidance_scales: tuple[float, ...] = opt((0.0, 1.0, 2.0, 4.0, 8.0), ge=0, min_items=1)
 
 
 @dataclass

@@ -66,6 +66,11 @@ def _record(**fields) -> dict:
     return base
 
 
+def _guidance_fields(meta: dict) -> dict:
+    """The guidance a sample folder was generated with (sample.json; older folders: none)."""
+    return {"guidance": meta.get("guidance", "none"), "guidance_scale": meta.get("guidance_scale", 0.0)}
+
+
 def _samples(folder: str | Path) -> tuple[dict, dict]:
     folder = Path(folder)
     npz, meta = folder / "samples.npz", folder / "sample.json"
@@ -178,7 +183,7 @@ def generation(samples, weights, out, *, metric_prefix: str = "", append=False, 
                 reference_split=cfg.eval.reference_split, n_reference=int(len(reference)), extractor=name,
                 metric=metric_prefix + metric, value=value, wall_time_s=wall,
                 extra={"condition": meta["condition"], "eta": meta["eta"], "sample_seed": meta["seed"],
-                       "images_seen": meta.get("images_seen"), **cache})
+                       "images_seen": meta.get("images_seen"), **_guidance_fields(meta), **cache})
         for metric, value in values.items()
     ]
     if out is not None:
@@ -230,7 +235,8 @@ def conditional(samples, judge, out, *, append=False) -> list[dict]:
     rec = _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
                   checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
                   n_generated=int(len(pred)), metric="cond_accuracy", value=m["accuracy"], wall_time_s=time.time() - t0,
-                  extra={"condition": meta["condition"], "judge": str(judge), "per_class": m["per_class_accuracy"]})
+                  extra={"condition": meta["condition"], "judge": str(judge), "per_class": m["per_class_accuracy"],
+                         **_guidance_fields(meta)})
     _write([rec], out, append)
     return [rec]
 
@@ -373,7 +379,7 @@ def add_evaluate_parser(sub) -> None:
     common(q, config=False)
     q.add_argument("--run", required=True)
     q.add_argument("--task", required=True, choices=["label", "mask"])
-    q.add_argument("--procedure", default=None, help="MT models: head | elbo (labels)")
+    q.add_argument("--procedure", default=None, help="MT models: head | elbo | elbo_joint (labels)")
     q.add_argument("--split", default="test", choices=["train", "test"])
     q.set_defaults(func=lambda a: task(a.run, a.task, a.out, procedure=a.procedure, split=a.split, append=a.append))
 

@@ -85,6 +85,18 @@ class Modality(nn.Module):
     def prior_encoding(self, n: int, device) -> torch.Tensor:
         raise NotImplementedError
 
+    # log p_head(x_i = value | z_t) per example, (N,), differentiable in ``pred``: the term
+    # whose z_t-gradient head guidance adds to the score (docs/method.md, section 7)
+    def log_likelihood(self, pred: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"modality {self.name!r} has no head log-likelihood for guidance")
+
+    # refuse a given value of the wrong shape or range before any sampling work (ConfigError)
+    def check_value(self, value: torch.Tensor, option: str) -> None:
+        want = (self.channels, self.size, self.size)
+        if value.dim() != 4 or tuple(value.shape[1:]) != want:
+            raise ConfigError(f"{option}: a {self.name} must have shape (N, {', '.join(map(str, want))}), "
+                              f"got {tuple(value.shape)}")
+
     def training_value(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         """The modality's value for a training batch (dataset field, or derived from it)."""
         return batch[self.data_key]
@@ -135,6 +147,17 @@ class LabelModality(Modality):
     def prior_encoding(self, n, device):
         return self.codebook().mean(0, keepdim=True).expand(n, -1, -1, -1).to(device)
 
+    def log_likelihood(self, pred, value):
+        return pred.float().log_softmax(-1).gather(-1, value.long().view(-1, 1)).squeeze(-1)
+
+    def check_value(self, value, option):
+        if value.dim() != 1 or value.dtype.is_floating_point:
+            raise ConfigError(f"{option}: labels must be a 1-D tensor of class ids, got shape {tuple(value.shape)} "
+                              f"and dtype {value.dtype}")
+        bad = value[(value < 0) | (value >= self.num_classes)]
+        if bad.numel():
+            raise ConfigError(f"{option}: class id {int(bad[0])} is out of range; accepted: 0..{self.num_classes - 1}")
+
 
 class MaskModality(Modality):
     """A semantic mask (0 = background). E paints each pixel with its class's colour (a
@@ -182,6 +205,19 @@ class MaskModality(Modality):
     def prior_encoding(self, n, device):
         mean = self.colours().mean(0).view(1, -1, 1, 1)
         return mean.expand(n, -1, self.size, self.size).to(device)
+
+    def log_likelihood(self, pred, value):
+        # sum over pixels of log p(mask[h, w] | z_t): pixels independent given z_t under the head
+        logp = pred.float().log_softmax(1).gather(1, value.long().unsqueeze(1))
+        return logp.flatten(1).sum(1)
+
+    def check_value(self, value, option):
+        if value.dim() != 3 or tuple(value.shape[1:]) != (self.size, self.size) or value.dtype.is_floating_point:
+            raise ConfigError(f"{option}: a mask must be an integer tensor of shape (N, {self.size}, {self.size}), "
+                              f"got shape {tuple(value.shape)} and dtype {value.dtype}")
+        bad = value[(value < 0) | (value >= self.num_classes)]
+        if bad.numel():
+            raise ConfigError(f"{option}: mask class {int(bad[0])} is out of range; accepted: 0..{self.num_classes - 1}")
 
 
 class MaskedImageModality(Modality):
@@ -248,6 +284,13 @@ class MaskedImageModality(Modality):
 
     def decode(self, pred):
         return pred.float().clamp(-1, 1)
+
+    def log_likelihood(self, pred, value):
+        # Gaussian with unit variance around the head's reconstruction, over every pixel of the
+        # masked image (hidden pixels are 0 in both the value and the head's training target, so
+        # they add evidence of where the holes are, not of their content). The variance is a
+        # choice: any sigma^2 only rescales the guidance scale s.
+        return -0.5 * (pred.float() - value.float()).pow(2).flatten(1).sum(1)
 
     def prior_encoding(self, n, device):
         return torch.zeros(n, self.channels, self.size, self.size, device=device)

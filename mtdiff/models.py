@@ -31,7 +31,7 @@ from mtdiff.diffusion import NOISE_SCHEDULES, PREDICTIONS, WEIGHT_SCHEDULES, Dif
 from mtdiff.errors import ConfigError, choice_error
 from mtdiff.modalities import MODALITIES, LabelModality, MaskedImageModality, MaskModality
 from mtdiff.nets import UNet
-from mtdiff.samplers import LABEL_PROCEDURES, MASK_PROCEDURES, SAMPLERS
+from mtdiff.samplers import GUIDANCES, LABEL_PROCEDURES, MASK_PROCEDURES, SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ def _registry_choices(registry: str, key: str):
         "weight_schedules": WEIGHT_SCHEDULES,
         "mask_patterns": MaskedImageModality.PATTERNS,
         "samplers": SAMPLERS,
+        "guidances": GUIDANCES,
         "label_procedures": LABEL_PROCEDURES,
         "mask_procedures": MASK_PROCEDURES,
     }[registry]
@@ -279,6 +280,14 @@ class MTDiffusion(nn.Module):
             )
         self.modalities = nn.ModuleDict(mods)
         self.loss_weights = {name: cfg.modalities[name].loss_weight for name in spec.modalities}
+        p = cfg.train.cond_drop_prob
+        if not 0 <= p < 1:  # also refuses NaN
+            raise ConfigError(f"train.cond_drop_prob={p} must be in [0, 1) (probability a condition is dropped)")
+        if p > 0 and not (spec.class_conditional or spec.modalities):
+            raise ConfigError(f"train.cond_drop_prob={p} needs a model with a condition; model={cfg.model} has none "
+                              f"(use 0, or ddpm_cond / an mt_* model)")
+        # recorded so that sampling can refuse guidance=cfg on a model trained without dropout
+        self.cond_drop_prob = float(p)
 
     def forward(self, zt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Predictions of every head: ``image`` (eps/x0/v) and one entry per extra modality."""
@@ -305,14 +314,31 @@ class MTDiffusion(nn.Module):
             noise = torch.randn(z0.shape, generator=generator).to(z0.device)
         values = {name: mod.training_value(batch, generator) for name, mod in self.modalities.items()}
         encodings = {name: mod.encode(values[name]) for name, mod in self.modalities.items()}
+        labels = batch.get("label")
+        if self.cond_drop_prob > 0:  # classifier-free guidance training (docs/method.md, section 7)
+            encodings, labels = self.drop_conditions(encodings, labels, n, z0.device, generator)
         zt = diffusion.q_sample(z0, t, noise, encodings)
-        preds = (forward or self)(zt, t, batch.get("label"))
+        preds = (forward or self)(zt, t, labels)
         terms = {"image": F.mse_loss(preds["image"].float(), diffusion.target(z0, noise, t).float())}
         total = terms["image"]
         for name, mod in self.modalities.items():
             terms[name] = mod.loss(preds[name], values[name])
             total = total + self.loss_weights[name] * terms[name]
         return total, terms
+
+
+    def drop_conditions(self, encodings: dict, labels, n: int, device, generator=None):
+        """Replace each example's condition with probability ``cond_drop_prob``: an extra
+        modality's encoding by its prior-mean encoding (independently per modality), the class of
+        a class-conditional backbone by the null class -1. The heads still see the true values."""
+        out = {}
+        for name, e in encodings.items():
+            drop = (torch.rand(n, generator=generator) < self.cond_drop_prob).to(device).view(-1, 1, 1, 1)
+            out[name] = torch.where(drop, self.modalities[name].prior_encoding(n, device).to(e.dtype), e)
+        if self.class_conditional and labels is not None:
+            drop = (torch.rand(n, generator=generator) < self.cond_drop_prob).to(labels.device)
+            labels = torch.where(drop, torch.full_like(labels, -1), labels)
+        return out, labels
 
 
 class Classifier(nn.Module):

@@ -1,11 +1,11 @@
 """Labels and masks of a real dataset split, from a classifier, a segmenter or an MT model.
 
     mtdiff predict --run results/digits/train/mt_label/seed0 --task label --split test \
-        --out results/digits/predict/mt_label/seed0/label.npz [--procedure elbo]
+        --out results/digits/predict/mt_label/seed0/label.npz [--procedure elbo | elbo_joint]
 
 Writes ``true`` and ``pred`` arrays plus the protocol (``predict.json`` beside the .npz).
 MT models use the inference procedure of docs/method.md, section 6 (``head`` readout at
-``t_infer``, or the ``elbo`` diffusion-classifier for labels).
+``t_infer``, or the ``elbo`` / ``elbo_joint`` diffusion-classifier for labels, eqs. 12 and 12b).
 """
 
 from __future__ import annotations

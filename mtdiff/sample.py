@@ -4,11 +4,12 @@
         --num-samples 500 --sampler ddim --steps 50 --seed 0
     mtdiff sample --run ... --out ... --condition label=3          # MT-Diffusion given class 3
     mtdiff sample --run ... --out ... --condition label=balanced   # classes 0..K-1 in turn
+    mtdiff sample --run ... --out ... --condition label=balanced --guidance head --guidance-scale 3
 
 Writes ``images/000000.png ...``, ``samples.npz`` (``images`` uint8 N,C,H,W; ``label`` /
 ``mask`` / ``masked_image`` for generated or given modalities), ``grid.png`` (first 64; masks
 coloured beside their images, labels written under them) and ``sample.json`` (the protocol:
-checkpoint step, EMA, sampler, NFE, eta, seed, condition).
+checkpoint step, EMA, sampler, NFE, eta, seed, condition, guidance, guidance scale).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mtdiff.errors import ConfigError
 from mtdiff.io import atomic_path as _atomic_path
 from mtdiff.io import atomic_write_json
 from mtdiff.progress import Progress
-from mtdiff.samplers import sample, timesteps
+from mtdiff.samplers import check_guidance, sample, timesteps
 from mtdiff.utils import autocast, resolve_device
 from mtdiff.viz import sample_grid, to_uint8
 
@@ -69,7 +70,8 @@ def _given_values(name, value, start, n, info, test_split, model):
 
 def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None, batch_size: int | None = None,
              sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None,
-             condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None, device: str = "auto",
+             condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None,
+             guidance: str | None = None, guidance_scale: float | None = None, device: str = "auto",
              precision: str = "auto", write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
     """Sample a trained run; options left None take the run config's ``sample`` section."""
     from mtdiff.train import load_run, load_split
@@ -85,6 +87,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     seed = sc.seed if seed is None else seed
     ema = sc.ema if ema is None else ema
     clip_x0 = sc.clip_x0 if clip_x0 is None else clip_x0
+    guidance = sc.guidance if guidance is None else guidance
+    guidance_scale = check_guidance(guidance, sc.guidance_scale if guidance_scale is None else guidance_scale)
     if not ema:
         model, diffusion, cfg, info, state = load_run(run, use_ema=False, device=dev)
     if model.kind != "diffusion":
@@ -111,7 +115,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
             else:
                 given[name] = v
         res = sample(model, diffusion, n, sampler=sampler, steps=steps, eta=eta, given=given,
-                     class_labels=class_labels, generator=g, clip_x0=clip_x0, device=dev, autocast=amp)
+                     class_labels=class_labels, generator=g, clip_x0=clip_x0, guidance=guidance,
+                     guidance_scale=guidance_scale, device=dev, autocast=amp)
         chunks.setdefault("images", []).append(to_uint8(res["image"].cpu()))
         for key in ("label", "mask"):
             if key in res:
@@ -143,7 +148,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
         "checkpoint_step": int(state["step"]), "images_seen": int(state["step"]) * cfg.train.batch_size,
         "ema": ema, "sampler": sampler, "nfe": len(timesteps(diffusion.num_steps, steps)),
         "eta": eta if sampler == "ddim" else 1.0, "seed": seed, "condition": condition or "none",
-        "num_samples": num_samples, "clip_x0": clip_x0, "wall_s": wall, "device": str(dev),
+        "num_samples": num_samples, "clip_x0": clip_x0, "guidance": guidance, "guidance_scale": guidance_scale,
+        "cond_drop_prob": cfg.train.cond_drop_prob, "wall_s": wall, "device": str(dev),
     }
     atomic_write_json(out / "sample.json", protocol)
     log(f"wrote {num_samples} samples to {out} (samples.npz, grid.png{', images/' if write_pngs else ''}) in {wall:.1f} s")

@@ -144,8 +144,9 @@ def _validate_runs():
         overrides = _check_overrides(dataset, d.get("overrides", {}))
         RUN_CONFIGS[dataset] = {}
         for model in d["models"]:
+            model_overrides = _check_overrides(dataset, d.get("model_overrides", {}).get(model, {}))
             try:
-                cfg = load_run_config(d["run_config"], dict(overrides, model=model))
+                cfg = load_run_config(d["run_config"], dict(overrides, **model_overrides, model=model))
             except MtdiffError as exc:
                 raise WorkflowError(f"datasets.{dataset} (model {model}): {exc}")
             if cfg.data.dataset != dataset:
@@ -159,13 +160,16 @@ def _validate_runs():
 _validate_runs()
 
 
-def run_overrides(dataset):
-    """`--set` arguments applied to every run of a dataset (config key `overrides`), each value
-    written as JSON (which YAML reads back as the same value) and shell-quoted."""
+def run_overrides(dataset, model=None):
+    """`--set` arguments applied to the runs of a dataset (config key `overrides`) and, given a
+    model, that model's own (config key `model_overrides`, e.g. ddpm_cond's condition dropout);
+    each value written as JSON (which YAML reads back as the same value) and shell-quoted."""
     import json
     import shlex
 
     flat = _check_overrides(dataset, ds(dataset).get("overrides", {}))
+    if model is not None:
+        flat.update(_check_overrides(dataset, ds(dataset).get("model_overrides", {}).get(model, {})))
     return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in flat.items())
 
 

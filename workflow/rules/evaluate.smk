@@ -142,7 +142,7 @@ rule task:
         f"{RESULTS}/{{dataset}}/benchmarks/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.tsv"
     wildcard_constraints:
         task="label|mask",
-        procedure="head|elbo|direct",
+        procedure="head|elbo|elbo_joint|direct",
     conda:
         "../envs/torch.yaml"
     threads: 1

@@ -20,7 +20,7 @@ rule train:
         gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
     params:
         config=lambda wc: run_config(wc.dataset),
-        overrides=lambda wc: run_overrides(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset, wc.model),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
         settings=train_params,  # resolved config it trains on: an edit reruns it (params trigger)

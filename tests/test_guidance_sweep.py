@@ -1,0 +1,109 @@
+"""The guidance sweep end to end on tiny runs (records schema, table, plot), and the elbo_joint
+label procedure (docs/method.md, eq. 12b)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mtdiff import guidance_sweep, report_guidance, samplers
+from mtdiff.config import load_config
+from mtdiff.errors import ConfigError
+from mtdiff.metrics import PROTOCOL_FIELDS, MetricRecord
+from test_models import _batch, _model, _perturb
+
+TINY = {
+    "data": {"dataset": "digits", "image_size": 8, "num_train": 128, "num_test": 32},
+    "diffusion": {"num_steps": 50},
+    "net": {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16, "attention_resolutions": []},
+    "train": {"total_kimg": 0.064, "batch_size": 32, "lr_warmup_kimg": 0.032, "checkpoint_every_kimg": 0.064,
+              "log_every_steps": 1, "precision": "fp32", "threads": 1},
+    "sample": {"steps": 3},
+    "eval": {"num_samples": 20, "extractor_steps": 20, "kid_subset_size": 10, "guidance_scales": [0, 2]},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from mtdiff.evaluate import train_extractor
+    from mtdiff.train import train
+
+    root = tmp_path_factory.mktemp("sweep")
+    out = {}
+    for model, extra in (("mt_label", {}), ("ddpm_cond", {"train": {"cond_drop_prob": 0.2}}), ("classifier", {}),
+                         ("ddpm", {})):
+        cfg = load_config(None, {**TINY, "model": model, "train": {**TINY["train"], **extra.get("train", {})}})
+        train(cfg, root / model, progress=False, log=lambda *_: None)
+        out[model] = root / model
+    train_extractor(load_config(None, {**TINY, "model": "mt_label"}), root / "domain.pt")
+    out["weights"] = root / "domain.pt"
+    return out
+
+
+@pytest.mark.slow
+def test_sweep_records_carry_guidance_and_scale(runs, tmp_path):
+    files = []
+    for model, guidance in (("mt_label", "head"), ("ddpm_cond", "cfg")):
+        out = tmp_path / f"guidance_{model}.jsonl"
+        recs = guidance_sweep.sweep(runs[model], runs["classifier"], runs["weights"], out,
+                                    samples_root=tmp_path / model, log=lambda *_: None)
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(lines) == len(recs) == 2 * len(guidance_sweep.SWEEP_METRICS)
+        for r in lines:
+            MetricRecord.from_dict(r)  # every protocol field present and valid
+            assert set(PROTOCOL_FIELDS) <= set(r)
+            assert r["extra"]["guidance"] == guidance and r["extra"]["guidance_scale"] in (0.0, 2.0)
+            assert r["n_generated"] == 20 and r["model"] == model
+        assert {r["metric"] for r in lines} == set(guidance_sweep.SWEEP_METRICS)
+        assert (tmp_path / model / "s2" / "grid.png").is_file()
+        meta = json.loads((tmp_path / model / "s2" / "sample.json").read_text())
+        assert meta["guidance"] == guidance and meta["guidance_scale"] == 2.0 and meta["condition"] == "label=balanced"
+        files.append(out)
+    table = report_guidance.sweep_table(files)
+    assert len(table) == 4 and set(table["model"]) == {"mt_label", "ddpm_cond"}
+    assert table["accuracy"].between(0, 1).all() and (table["fid"] >= 0).all() and (table["n_seeds"] == 1).all()
+    report_guidance.plot_sweep(table, tmp_path / "guidance.png")
+    assert (tmp_path / "guidance.png").stat().st_size > 1000
+    # bad input: a model that cannot be given a class, cfg on a model trained without dropout
+    with pytest.raises(ConfigError, match="cannot generate given a class"):
+        guidance_sweep.sweep(runs["ddpm"], runs["classifier"], runs["weights"], tmp_path / "x.jsonl")
+    with pytest.raises(ConfigError, match="cond_drop_prob=0"):
+        guidance_sweep.sweep(runs["mt_label"], runs["classifier"], runs["weights"], tmp_path / "x.jsonl",
+                             guidance="cfg", scales=[1.0])
+    with pytest.raises(ConfigError, match="guidance_scale=-1"):
+        guidance_sweep.sweep(runs["mt_label"], runs["classifier"], runs["weights"], tmp_path / "x.jsonl",
+                             scales=[-1.0])
+
+
+def test_elbo_joint_is_the_image_error_plus_the_weighted_label_error():
+    """Eq. 12b by hand: ||(eps - eps_hat) + (w_t / b_t)(E(k) - e_hat)||^2 at one t and one draw."""
+    _, model, diffusion = _model("mt_label", size=8, diffusion={"num_steps": 20})
+    model = _perturb(model).eval()
+    images = _batch(3, size=8)["image"]
+    scores = samplers.elbo_label_scores(model, diffusion, images, num_timesteps=1, generator=torch.Generator().manual_seed(0),
+                                        label_term=True)
+    t = 20  # timesteps(T, 1) = [T]
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    tt = torch.full((3,), t, dtype=torch.long)
+    label = model.modalities["label"]
+    b_t = float(diffusion.betas[t] / (diffusion.alphas[t].sqrt() * (1 - diffusion.alpha_bars[t]).sqrt()))
+    w_t = float(diffusion.weights["label"][t])
+    for k in (0, 7):
+        e_k = label.encode(torch.full((3,), k))
+        zt = diffusion.q_sample(images, tt, noise, {"label": e_k})
+        with torch.no_grad():
+            preds = model(zt, tt)
+        e_hat = label.expected_encoding(preds["label"])
+        _, eps_hat = diffusion.split_prediction(preds["image"], zt, tt, diffusion.aggregated_mean({"label": e_hat}, tt, zt))
+        by_hand = ((noise - eps_hat) + (w_t / b_t) * (e_k - e_hat)).pow(2).mean(dim=(1, 2, 3))
+        torch.testing.assert_close(scores[:, k], by_hand, atol=1e-4, rtol=1e-3)
+    # over all t the label term matters (at t = T alone w_T is tiny)
+    kw = dict(num_timesteps=5, generator=None)
+    plain = samplers.elbo_label_scores(model, diffusion, images, **{**kw, "generator": torch.Generator().manual_seed(1)})
+    joint = samplers.elbo_label_scores(model, diffusion, images, label_term=True,
+                                       **{**kw, "generator": torch.Generator().manual_seed(1)})
+    assert (joint - plain).abs().max() > 1e-3
+    pred = samplers.predict(model, diffusion, images, "label", procedure="elbo_joint", num_draws=1, elbo_timesteps=2)
+    assert pred.shape == (3,)
