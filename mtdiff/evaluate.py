@@ -7,6 +7,7 @@
     mtdiff evaluate conditional --samples .../samples_cond/mt_label/seed0 --judge .../train/classifier/seed0 --out c.jsonl
     mtdiff evaluate coherence   --samples .../samples/mt_all/seed0 --label-judge ... --mask-judge ... --out j.jsonl
     mtdiff evaluate curve       --run .../train/mt_label/seed0 --extractor-weights ... --out curve.jsonl
+    mtdiff evaluate inpainting  --mt-run .../mt_masked/seed0 --baseline-run .../ddpm/seed0 --out inp.jsonl
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
@@ -367,3 +368,7 @@ def add_evaluate_parser(sub) -> None:
     q.add_argument("--cache-dir")
     q.set_defaults(func=lambda a: curve(a.run, a.extractor_weights, a.out, what=a.what, append=a.append,
                                         cache_dir=a.cache_dir))
+
+    from mtdiff.evaluate_inpainting import add_inpainting_parser
+
+    add_inpainting_parser(ev)
