@@ -63,6 +63,9 @@ class ModalityConfig:
     mask_pattern: str = "patches"  # patches | center | pixels
     mask_ratio: float = 0.5  # fraction of pixels hidden
     patch_size: int = 4  # pixels, side of a square patch (mask_pattern=patches)
+    # representation only: the domain feature extractor file whose features are the modality
+    # (mtdiff evaluate extractor --out PATH); needed to build the model (train and sample)
+    extractor_path: str | None = None
 
 
 def _default_modalities() -> dict[str, ModalityConfig]:
@@ -70,6 +73,7 @@ def _default_modalities() -> dict[str, ModalityConfig]:
         "label": ModalityConfig(encoder="fixed"),
         "mask": ModalityConfig(encoder="fixed"),
         "masked_image": ModalityConfig(encoder="identity"),
+        "representation": ModalityConfig(encoder="linear"),
     }
 
 

@@ -8,6 +8,7 @@
     mtdiff evaluate coherence   --samples .../samples/mt_all/seed0 --label-judge ... --mask-judge ... --out j.jsonl
     mtdiff evaluate curve       --run .../train/mt_label/seed0 --extractor-weights ... --out curve.jsonl
     mtdiff evaluate inpainting  --mt-run .../mt_masked/seed0 --baseline-run .../ddpm/seed0 --out inp.jsonl
+    mtdiff evaluate representation --run .../train/mt_repr/seed0 --extractor-weights ... --out repr.jsonl
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
@@ -370,5 +371,7 @@ def add_evaluate_parser(sub) -> None:
                                         cache_dir=a.cache_dir))
 
     from mtdiff.evaluate_inpainting import add_inpainting_parser
+    from mtdiff.evaluate_representation import add_representation_parser
 
     add_inpainting_parser(ev)
+    add_representation_parser(ev)

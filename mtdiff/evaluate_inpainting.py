@@ -6,6 +6,7 @@
         --out results/digits/metrics/inpainting_seed0.jsonl --grid results/digits/inpainting/seed0/grid.png
 
 Methods: ``mt_conditional`` (the ``--mt-run``, an MT model with the masked_image modality),
+``mt_repaint`` (the same model with RePaint's replacement as well; ours, off with --no-mt-repaint),
 ``repaint`` (the ``--baseline-run``, an image-only model), ``nearest_neighbour`` (always; the
 anchor, from the training split). Both diffusion methods use the same sampler and steps (equal
 NFE unless ``--resample-jumps`` > 0, which RePaint pays for in NFE). Mask pattern and ratio
@@ -21,7 +22,7 @@ import torch
 
 from mtdiff.errors import ConfigError
 
-GRID_COLUMNS = ("masked input", "mt_masked", "RePaint ddpm", "nearest neighbour", "truth")
+GRID_COLUMNS = ("masked", "mt_masked", "RePaint", "nearest", "truth")
 
 
 def _mask_options(cfg, pattern, ratio, patch_size) -> dict:
@@ -30,7 +31,7 @@ def _mask_options(cfg, pattern, ratio, patch_size) -> dict:
             "patch_size": m.patch_size if patch_size is None else patch_size}
 
 
-def inpainting_grid(masked, columns: list[torch.Tensor], keep, *, rows: int = 12, min_cell: int = 48):
+def inpainting_grid(masked, columns: list[torch.Tensor], keep, *, rows: int = 12, min_cell: int = 56):
     """PIL image: one row per example, columns masked input | each completion | truth; hidden
     pixels of the masked input shown in red."""
     from PIL import Image, ImageDraw
@@ -62,7 +63,7 @@ def inpainting_grid(masked, columns: list[torch.Tensor], keep, *, rows: int = 12
 
 def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, num_images: int | None = None,
                mask_pattern=None, mask_ratio=None, patch_size=None, mask_seed: int = 0, sampler=None, steps=None,
-               eta=None, resample_jumps: int = 0, seed: int = 0, cache_dir=None, append=False,
+               eta=None, resample_jumps: int = 0, with_mt_repaint: bool = True, seed: int = 0, cache_dir=None, append=False,
                device="auto") -> list[dict]:
     """Run the comparison (fp32, both diffusion methods alike); returns the records written to
     ``out``. Without ``weights`` (and with the domain extractor) FID/KID are left out."""
@@ -134,6 +135,12 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
                                 resample_jumps=resample_jumps, generator=g, clip_x0=cfg.sample.clip_x0, device=dev)
         measure(method, cfg.model, done, t0, state=state, cfg=cfg, nfe=nfe, ema=True,
                 extra={"run": str(run), "resample_jumps": resample_jumps if method == "repaint" else None})
+        if method == "mt_conditional" and with_mt_repaint:  # ours: mt_masked with replacement too
+            t0, g = time.time(), torch.Generator().manual_seed(seed)
+            done, nfe = repaint(model, diffusion, images, keep, sampler=sampler, steps=steps, eta=eta,
+                                generator=g, clip_x0=cfg.sample.clip_x0, device=dev)
+            measure("mt_repaint", f"{cfg.model}+repaint", done, t0, state=state, cfg=cfg, nfe=nfe, ema=True,
+                    extra={"run": str(run)})
     t0 = time.time()
     done, idx = nearest_neighbour_fill(images, keep, train.float())
     measure("nearest_neighbour", "nearest_neighbour", done, t0, extra={"neighbours_from": "train"})
@@ -167,6 +174,7 @@ def add_inpainting_parser(ev) -> None:
     q.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
     q.add_argument("--eta", type=float, default=None)
     q.add_argument("--resample-jumps", type=int, default=0, help="RePaint resampling rounds per step (0 = off)")
+    q.add_argument("--no-mt-repaint", action="store_true", help="skip mt_masked with replacement (method mt_repaint)")
     q.add_argument("--seed", type=int, default=0, help="sampling noise seed")
     q.add_argument("--cache-dir")
     q.add_argument("--device", default="auto")
@@ -174,4 +182,5 @@ def add_inpainting_parser(ev) -> None:
         a.out, mt_run=a.mt_run, baseline_run=a.baseline_run, weights=a.extractor_weights, grid=a.grid,
         num_images=a.num_images, mask_pattern=a.mask_pattern, mask_ratio=a.mask_ratio, patch_size=a.patch_size,
         mask_seed=a.mask_seed, sampler=a.sampler, steps=a.steps, eta=a.eta, resample_jumps=a.resample_jumps,
+        with_mt_repaint=not a.no_mt_repaint,
         seed=a.seed, cache_dir=a.cache_dir, append=a.append, device=a.device))

@@ -122,27 +122,36 @@ def forward_noised(images: torch.Tensor, abar_s: float, noise: torch.Tensor) -> 
 
 
 def repaint_step(model, diffusion, z, t: int, s: int, images, keep, *, eta: float, known_noise, step_noise=None,
-                 clip_x0: bool = True) -> torch.Tensor:
+                 clip_x0: bool = True, given_enc: dict | None = None) -> torch.Tensor:
     """One generalised DDPM/DDIM step t -> s on z (as in mtdiff.samplers.sample), then the known
-    region replaced by the forward-noised truth with noise ``known_noise`` (at s = 0: the truth)."""
+    region replaced by the forward-noised truth with noise ``known_noise`` (at s = 0: the truth).
+
+    For an MT model (``given_enc``: the known encodings, e.g. the masked image; the other
+    modalities take the heads' expected encodings, eq. 10) the step and the replacement act on
+    the de-aggregated latent y = z - sum_i c e_i (eq. 7), which is a plain DDPM latent, and the
+    aggregated mean at s is added back."""
     n = z.shape[0]
     abar = diffusion.alpha_bars
     tt = torch.full((n,), t, device=z.device, dtype=torch.long)
-    pred = model(z, tt)["image"].float()
-    zero = torch.zeros_like(z)  # image-only: no aggregated mean
-    z0, eps = diffusion.split_prediction(pred, z, tt, zero)
+    preds = model(z, tt)
+    enc = {}
+    for name, mod in getattr(model, "modalities", {}).items():
+        enc[name] = given_enc[name] if given_enc and name in given_enc else mod.expected_encoding(preds[name].float())
+    shift_t = diffusion.aggregated_mean(enc, tt, z)
+    z0, eps = diffusion.split_prediction(preds["image"].float(), z, tt, shift_t)
     a_t = abar[t].item()
     if clip_x0:
         z0 = z0.clamp(-1, 1)
-        eps = (z - a_t**0.5 * z0) / (1 - a_t) ** 0.5
+        eps = (z - shift_t - a_t**0.5 * z0) / (1 - a_t) ** 0.5
     if s == 0:
         return paste_visible(images, keep, z0)
     a_s = abar[s].item()
     sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
-    z_s = a_s**0.5 * z0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
+    y_s = a_s**0.5 * z0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
     if sigma > 0:
-        z_s = z_s + sigma * step_noise
-    return paste_visible(forward_noised(images, a_s, known_noise), keep, z_s)
+        y_s = y_s + sigma * step_noise
+    y_s = paste_visible(forward_noised(images, a_s, known_noise), keep, y_s)
+    return y_s + diffusion.aggregated_mean(enc, torch.full((n,), s, device=z.device), z)
 
 
 @torch.no_grad()
@@ -151,20 +160,25 @@ def repaint(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int
     """RePaint-style completions by an image-only diffusion model. Returns (completions, NFE):
     NFE = number of network evaluations, ``len(timesteps) * (1 + resample_jumps)`` less the
     jumps skipped at the last step."""
-    if getattr(model, "modalities", None):
-        raise ConfigError(f"method repaint replaces with q(z_s | x0) of an image-only model (ddpm); this model "
-                          f"has modalities {sorted(model.modalities)}")
+    mods = set(getattr(model, "modalities", None) or {})
+    if mods - {"masked_image"}:
+        raise ConfigError(f"method repaint is defined for image-only models (ddpm) and mt_masked; this model "
+                          f"has modalities {sorted(mods)}")
     if getattr(model, "class_conditional", False):
         raise ConfigError("method repaint needs an unconditional image model (ddpm), not a class-conditional one")
     if sampler not in SAMPLERS:
         raise choice_error("--sampler", sampler, SAMPLERS)
     if not isinstance(resample_jumps, int) or resample_jumps < 0:
         raise ConfigError(f"--resample-jumps={resample_jumps!r} must be an integer >= 0 (0 = off)")
+    if resample_jumps and mods:
+        raise ConfigError(f"--resample-jumps={resample_jumps} is implemented for image-only models (ddpm); use 0")
     check_keep_masks(images, keep)
     if SAMPLERS[sampler] is not None:
         eta = SAMPLERS[sampler]
     device = torch.device(device)
     x, m = images.to(device), keep.to(device)
+    # mt_masked with replacement: the masked image is known too (method mt_repaint)
+    given_enc = {"masked_image": model.modalities["masked_image"].encode(x * m)} if mods else None
     shape = tuple(x.shape)
 
     def noise():
@@ -179,7 +193,7 @@ def repaint(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int
         rounds = 1 + (resample_jumps if s > 0 else 0)
         for r in range(rounds):
             z_s = repaint_step(model, diffusion, z, t, s, x, m, eta=eta, known_noise=noise(), step_noise=noise(),
-                               clip_x0=clip_x0)
+                               clip_x0=clip_x0, given_enc=given_enc)
             nfe += 1
             if r + 1 < rounds:  # jump back: z_t ~ q(z_t | z_s), then redo the step (RePaint's resampling)
                 ratio = abar[t].item() / abar[s].item()

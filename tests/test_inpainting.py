@@ -89,6 +89,14 @@ def test_repaint_step_keeps_known_region_equal_to_forward_noised_truth():
             assert not torch.allclose(z_s * (1 - keep), truth_s * (1 - keep))  # the hole is the model's
         last = repaint_step(model, diffusion, z, 5, 0, x, keep, eta=0.0, known_noise=known)
     assert torch.equal(last * keep, x * keep)  # at s = 0 the known region is the truth itself
+    # mt_masked: the replacement acts on y = z - c e (eq. 7); z_s's known part is the noised truth + c_s e
+    model, diffusion = _tiny("mt_masked")
+    enc = {"masked_image": model.modalities["masked_image"].encode(x * keep)}
+    with torch.no_grad():
+        z_s = repaint_step(model, diffusion, z, 40, 30, x, keep, eta=0.0, known_noise=known, given_enc=enc)
+    shift = diffusion.aggregated_mean(enc, torch.full((len(x),), 30), z)
+    truth_s = forward_noised(x, diffusion.alpha_bars[30].item(), known) + shift
+    assert torch.allclose(z_s * keep, truth_s * keep, atol=1e-6) and shift.abs().max() > 0
 
 
 def test_repaint_counts_nfe_and_is_deterministic():
@@ -168,9 +176,12 @@ def test_bad_input_is_refused_with_one_line():
         draw_keep_masks(4, 8, pattern="stripes")
     with pytest.raises(ConfigError, match="--mask-ratio"):
         draw_keep_masks(4, 8, ratio=1.5)
-    model, diffusion = _tiny("mt_masked")
+    model, diffusion = _tiny("mt_label")
     with pytest.raises(ConfigError, match="image-only"):
         repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2)
+    model, diffusion = _tiny("mt_masked")
+    with pytest.raises(ConfigError, match="resample-jumps"):
+        repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, resample_jumps=1)
     ddpm, ddiff = _tiny("ddpm")
     with pytest.raises(ConfigError, match="masked_image modality"):
         complete_mt(ddpm, ddiff, x, draw_keep_masks(4, 8), steps=2)
@@ -198,7 +209,8 @@ def test_cli_inpainting_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     methods = {(r["model"], r["extra"]["method"]) for r in recs}
-    assert methods == {("mt_masked", "mt_conditional"), ("ddpm", "repaint"), ("nearest_neighbour", "nearest_neighbour")}
+    assert methods == {("mt_masked", "mt_conditional"), ("mt_masked+repaint", "mt_repaint"), ("ddpm", "repaint"),
+                       ("nearest_neighbour", "nearest_neighbour")}
     assert {r["nfe"] for r in recs if r["model"] != "nearest_neighbour"} == {4}
     assert (tmp_path / "grid.png").stat().st_size > 0
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),

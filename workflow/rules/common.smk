@@ -102,6 +102,7 @@ def metric_files(dataset):
                     model != "mt_label" and judge(dataset, "segmenter", seed)
                 ):
                     files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
+    files += inpainting_metric_files(dataset)  # workflow/rules/inpainting.smk
     return files
 
 
