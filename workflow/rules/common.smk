@@ -103,6 +103,7 @@ def metric_files(dataset):
                 ):
                     files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
     files += inpainting_metric_files(dataset)  # workflow/rules/inpainting.smk
+    files += representation_metric_files(dataset)  # workflow/rules/representation.smk
     return files
 
 

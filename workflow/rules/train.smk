@@ -5,6 +5,7 @@ rule train:
     processes (DDP, one GPU each) and asks the scheduler for gpu=N (workflow/profiles/)."""
     input:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
+        extractor=train_extractor_input,  # mt_repr only (workflow/rules/representation.smk)
     output:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         summary=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/summary.json",
@@ -13,6 +14,7 @@ rule train:
         overrides=lambda wc: run_overrides(wc.dataset),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
+        extractor=train_extractor_args,
     resources:
         gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
     log:
@@ -24,7 +26,8 @@ rule train:
         "../../environment.yml"
     shell:
         "{params.launch} train --config {params.config} --out {params.out} --no-progress {params.overrides} "
-        "--set model={wildcards.model} --set train.seed={wildcards.seed} --set train.threads={threads} > {log} 2>&1"
+        "--set model={wildcards.model} --set train.seed={wildcards.seed} --set train.threads={threads} "
+        "{params.extractor} > {log} 2>&1"
 
 
 rule train_extractor:
