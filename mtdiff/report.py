@@ -97,6 +97,10 @@ RESOURCE_COLUMNS = {  # summary.json field -> (table column, display header)
 }
 SUMMARY_FIELDS = ("model", "dataset", "seed", "parameters", "steps", "images_seen", "batch_size", "wall_s",
                   "peak_memory_mb", "device", "precision", "world_size", "done")
+# inpainting and image + representation: their anchor, models and metrics (mtdiff/report_inpainting.py)
+from mtdiff.report_inpainting import extend_vocabulary, write_inpainting_tables  # noqa: E402
+
+ANCHORS = extend_vocabulary(ANCHORS, MODEL_DESCRIPTIONS, LOWER_IS_BETTER, HIGHER_IS_BETTER, METRIC_NAMES)
 REPORT_FILES = ("comparison.csv", "comparison.md", "comparison.tex", "paper_reference.csv", "paper_reference.md",
                 "findings.md", "report.md", "headline_bars.png", "headline_bars.svg", "training_curves.png",
                 "training_curves.svg", "metric_vs_nfe.png", "metric_vs_nfe.svg", "losses.png", "losses.svg")
@@ -1163,7 +1167,8 @@ def _single(s):
 
 
 _ANCHOR_LINE = {"real_floor": dict(color="#2ca02c", linestyle=":", linewidth=1.6),
-                "gaussian_baseline": dict(color="#555555", linestyle="-.", linewidth=1.4)}
+                "gaussian_baseline": dict(color="#555555", linestyle="-.", linewidth=1.4),
+                "nearest_neighbour": dict(color="#8c564b", linestyle="--", linewidth=1.4)}  # inpainting anchor
 
 
 def _draw_anchor_lines(ax, anchors: pd.DataFrame, col: str, handles: dict, orientation="h") -> list[float]:
@@ -1412,6 +1417,7 @@ def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None)
     for paths in plots.values():
         for p in paths:
             written[p.name] = p
+    written.update(write_inpainting_tables(ds_records, out_dir))  # mtdiff/report_inpainting.py
     lines = findings(table)
     fmd = f"# Findings: {dataset}\n\nComputed from the comparison table only (no hand-written claims).\n\n" + \
           "".join(f"- {line}\n" for line in lines)
