@@ -216,3 +216,29 @@ def test_cli_inpainting_end_to_end(tmp_path):
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),
                "--mask-ratio", "2")
     assert res.returncode == 2 and "--mask-ratio" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_tabulates_inpainting_records_per_method(tmp_path):
+    import pandas as pd
+
+    from mtdiff.metrics import records_to_frame
+    from mtdiff.metrics.records import MetricRecord
+    from mtdiff.report_inpainting import write_inpainting_tables
+
+    mask = {"pattern": "patches", "ratio": 0.5, "patch_size": 4, "seed": 0}
+    recs = []
+    for seed, psnr in ((0, 10.0), (1, 12.0)):
+        recs += inpainting_records(dataset="digits", model="ddpm", method="repaint", seed=seed, checkpoint_step=750,
+                                   ema=True, sampler="ddim", nfe=25, n=10,
+                                   errors={"inpaint_mse": 0.1, "inpaint_psnr": psnr}, fidelity=None,
+                                   reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask)
+    recs += inpainting_records(dataset="digits", model="nearest_neighbour", method="nearest_neighbour", seed=0,
+                               checkpoint_step=None, ema=None, sampler=None, nfe=None, n=10,
+                               errors={"inpaint_mse": 0.05, "inpaint_psnr": 14.0}, fidelity=None,
+                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask)
+    df = records_to_frame([MetricRecord.from_dict(r) for r in recs])
+    files = write_inpainting_tables(df, tmp_path)
+    table = pd.read_csv(files["inpainting.csv"]).set_index("method")
+    assert table.loc["repaint", "inpaint_psnr"] == pytest.approx(11.0) and table.loc["repaint", "seeds"] == 2
+    assert table.loc["nearest_neighbour", "inpaint_mse"] == pytest.approx(0.05)
+    assert write_inpainting_tables(df[df["metric"] == "nothing"], tmp_path / "none") == {}
