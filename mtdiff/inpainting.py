@@ -97,10 +97,12 @@ def paste_visible(images: torch.Tensor, keep: torch.Tensor, filled: torch.Tensor
 
 @torch.no_grad()
 def complete_mt(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int = 25, eta: float = 0.0,
-                generator=None, clip_x0: bool = True, device="cpu", autocast=None) -> torch.Tensor:
+                generator=None, clip_x0: bool = True, device="cpu", autocast=None,
+                sample_options: dict | None = None) -> torch.Tensor:
     """Completions by an MT model that has the ``masked_image`` modality: sample with
     e_masked = E(images * keep) known (the masked image is zero, mid-grey, where hidden, as in
-    training), then paste the visible pixels."""
+    training), then paste the visible pixels. ``sample_options``: further keyword arguments of
+    :func:`mtdiff.samplers.sample` (e.g. a guidance mode, where the sampler offers one)."""
     if "masked_image" not in getattr(model, "modalities", {}):
         raise ConfigError(f"method mt_conditional needs a model with the masked_image modality (mt_masked); "
                           f"this one has {sorted(getattr(model, 'modalities', {})) or 'none'}")
@@ -108,7 +110,7 @@ def complete_mt(model, diffusion, images, keep, *, sampler: str = "ddim", steps:
     masked = images * keep
     out = sample(model, diffusion, len(images), sampler=sampler, steps=steps, eta=eta,
                  given={"masked_image": masked}, generator=generator, clip_x0=clip_x0, device=device,
-                 autocast=autocast)
+                 autocast=autocast, **(sample_options or {}))
     return paste_visible(images.to(out["image"].device), keep.to(out["image"].device), out["image"]).cpu()
 
 

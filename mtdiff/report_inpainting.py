@@ -37,17 +37,17 @@ def extend_vocabulary(anchors: tuple, descriptions: dict, lower: set, higher: se
 
 
 def inpainting_table(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, model, mask): mean and number of seeds of each metric of
+    """One row per (method, model, mask, NFE): mean and number of seeds of each metric of
     :data:`TABLE_METRICS`, with the protocol (N, NFE, sampler, checkpoint step)."""
     if records is None or records.empty or "extra.method" not in records.columns:
         return pd.DataFrame()
     df = records[records["metric"].isin(TABLE_METRICS) & records["extra.method"].notna()].copy()
     if df.empty:
         return df
-    keys = ["extra.method", "model", "extra.condition"]
+    keys = ["extra.method", "model", "extra.condition", "nfe"]  # RePaint with resampling: its own row
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
-        row = dict(zip(("method", "model", "mask"), key))
+        row = dict(zip(("method", "model", "mask"), key[:3]))
         for metric in TABLE_METRICS:
             v = g.loc[g["metric"] == metric, "value"].dropna()
             row[metric] = float(v.mean()) if len(v) else float("nan")
