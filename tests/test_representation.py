@@ -66,6 +66,9 @@ def test_head_loss_is_mse_and_trains_only_the_model(extractor_file):
                              "modalities": {"representation": {"extractor_path": str(extractor_file)}}})
     model, diffusion = build_model(cfg, INFO), build_diffusion(cfg)
     mod = model.modalities["representation"]
+    with torch.no_grad():
+        preds = model(_images(2), torch.tensor([1, 50]))
+    assert preds["image"].shape == (2, 1, 8, 8) and preds["representation"].shape == (2, 16)
     pred, value = torch.randn(4, 16), torch.randn(4, 16)
     assert mod.loss(pred, value).item() == pytest.approx(((pred - value) ** 2).mean().item(), rel=1e-6)
     model.train()
