@@ -37,6 +37,8 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/guidance.smk"
+include: "workflow/rules/inpainting.smk"
+include: "workflow/rules/representation.smk"
 
 
 rule all:

@@ -143,6 +143,9 @@ class ModalityConfig:
     mask_pattern: str = opt("patches", registry="mask_patterns")  # patches | center | pixels
     mask_ratio: float = opt(0.5, gt=0, lt=1)  # fraction of pixels hidden
     patch_size: int = opt(4, **COUNT)  # pixels, side of a square patch (mask_pattern=patches); divides the size
+    # representation only: the domain feature extractor file whose features are the modality
+    # (mtdiff evaluate extractor --out PATH); needed to build the model (train and sample)
+    extractor_path: str | None = None
 
 
 def _default_modalities() -> dict[str, ModalityConfig]:
@@ -150,6 +153,7 @@ def _default_modalities() -> dict[str, ModalityConfig]:
         "label": ModalityConfig(encoder="fixed"),
         "mask": ModalityConfig(encoder="fixed"),
         "masked_image": ModalityConfig(encoder="identity"),
+        "representation": ModalityConfig(encoder="linear"),
     }
 
 

@@ -12,6 +12,8 @@
 With ``--cache-dir`` the reference split's features are read from (or first written to) that
 folder; ``evaluate reference`` fills it once per (dataset, extractor, split) so every FID job of
 the workflow reuses it, and each record names the cache it used (``extra.reference_cache``).
+    mtdiff evaluate inpainting  --mt-run .../mt_masked/seed0 --baseline-run .../ddpm/seed0 --out inp.jsonl
+    mtdiff evaluate representation --run .../train/mt_repr/seed0 --extractor-weights ... --out repr.jsonl
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
@@ -416,3 +418,10 @@ def add_evaluate_parser(sub) -> None:
     add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: reference(load_config(a.config, a.overrides), a.extractor_weights, a.cache_dir,
                                             a.out, progress=a.progress))
+
+    # imported here: those modules build on this one's helpers (_write, _record, ...)
+    from mtdiff.evaluate_inpainting import add_inpainting_parser
+    from mtdiff.evaluate_representation import add_representation_parser
+
+    add_inpainting_parser(ev)
+    add_representation_parser(ev)

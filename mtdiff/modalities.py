@@ -301,3 +301,75 @@ MODALITIES: dict[str, type[Modality]] = {
     "mask": MaskModality,
     "masked_image": MaskedImageModality,
 }
+
+
+class RepresentationModality(Modality):
+    """An image's representation: the feature vector of the dataset's domain feature extractor
+    (mtdiff.metrics.extractor, trained once per dataset, fixed; its file is named by
+    ``modalities.representation.extractor_path``). The value is the feature vector scaled to unit
+    RMS; E is a fixed, seeded linear map to an image-shaped tensor, renormalised to unit RMS
+    (docs/method.md, "Representation"). The head, an MLP on the backbone's pooled middle
+    features, regresses the value (MSE)."""
+
+    name, data_key = "representation", "image"
+    ENCODERS = ("linear",)
+
+    def __init__(self, cfg, info, feature_channels, middle_channels, hidden: int = 128):
+        super().__init__(cfg, info, feature_channels, middle_channels)
+        from mtdiff.errors import CheckpointError
+        from mtdiff.metrics.extractor import load_domain_classifier
+
+        if not cfg.extractor_path:
+            raise ConfigError("modalities.representation.extractor_path is not set; give the domain extractor file "
+                              "(mtdiff evaluate extractor --out PATH), e.g. --set modalities.representation.extractor_path=PATH")
+        try:
+            extractor, _ = load_domain_classifier(cfg.extractor_path)
+        except CheckpointError as exc:
+            raise ConfigError(f"modalities.representation.extractor_path={cfg.extractor_path!r}: {exc}") from None
+        if extractor.in_channels != self.channels or extractor.image_size != self.size:
+            raise ConfigError(f"modalities.representation.extractor_path={cfg.extractor_path!r} was trained on "
+                              f"{extractor.in_channels}x{extractor.image_size}x{extractor.image_size} images, not "
+                              f"{self.channels}x{self.size}x{self.size}; use the extractor of this dataset and size")
+        # fixed and not part of the model's state: kept out of the module tree so that
+        # model.train() cannot switch its BatchNorm to batch statistics, and no optimiser sees it
+        object.__setattr__(self, "_extractor", extractor)
+        self.feature_dim = extractor.feature_dim
+        g = torch.Generator().manual_seed(2468)
+        projection = torch.randn(self.channels * self.size * self.size, self.feature_dim, generator=g)
+        self.register_buffer("projection", projection / math.sqrt(self.feature_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(middle_channels, hidden), nn.SiLU(), nn.Linear(hidden, self.feature_dim)
+        )
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The value of ``images`` in [-1, 1]: extractor features scaled to unit RMS each."""
+        ext = self._extractor
+        if next(ext.parameters()).device != images.device:
+            ext.to(images.device)
+        return _unit_rms(ext(images.float())[0], (1,))
+
+    def training_value(self, batch, generator=None):
+        return self.features(batch["image"])
+
+    def encode(self, value):
+        flat = value.float() @ self.projection.T
+        return _unit_rms(flat, (1,)).view(-1, self.channels, self.size, self.size)
+
+    def head(self, unet_out):
+        return self.mlp(unet_out.middle.float().mean(dim=(2, 3)))
+
+    def loss(self, pred, value):
+        return F.mse_loss(pred.float(), value.float())
+
+    def expected_encoding(self, pred):
+        return self.encode(pred)
+
+    def decode(self, pred):
+        return pred.float()
+
+    def prior_encoding(self, n, device):
+        return torch.zeros(n, self.channels, self.size, self.size, device=device)
+
+
+MODALITIES["representation"] = RepresentationModality

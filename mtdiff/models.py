@@ -14,6 +14,7 @@ mt_label       diffusion    MT-Diffusion, image + label (the paper's joint image
 mt_mask        diffusion    MT-Diffusion, image + semantic mask
 mt_masked      diffusion    MT-Diffusion, image + masked image (the paper's masked-image training)
 mt_all         diffusion    MT-Diffusion, image + label + mask (beyond the paper's two modalities)
+mt_repr        diffusion    MT-Diffusion, image + representation (domain-extractor features)
 =============  ===========  ====================================================================
 """
 
@@ -124,6 +125,10 @@ MODELS: dict[str, ModelSpec] = {
         "diffusion", ("label", "mask"), description="MT-Diffusion image+label+mask",
         label="mt_all (MT: image + label + mask)", colour="#e377c2",
         baselines=("ddpm", "ddpm_cond", "classifier", "segmenter"),
+    ),
+    "mt_repr": ModelSpec(
+        "diffusion", ("representation",), description="MT-Diffusion image+representation",
+        label="mt_repr (MT: image + representation)", colour="#bcbd22", baselines=("ddpm",),
     ),
 }
 
@@ -274,7 +279,7 @@ class MTDiffusion(nn.Module):
         )
         mods = {}
         for name in spec.modalities:
-            kwargs = {"hidden": cfg.net.label_head_hidden} if name == "label" else {}
+            kwargs = {"hidden": cfg.net.label_head_hidden} if name in ("label", "representation") else {}
             mods[name] = MODALITIES[name](
                 cfg.modalities[name], info, self.unet.feature_channels, self.unet.middle_channels, **kwargs
             )

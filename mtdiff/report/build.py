@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mtdiff.io import atomic_write_text
 from mtdiff.report.findings import findings
+from mtdiff.report.inpainting import write_inpainting_tables
 from mtdiff.report.load import find_sample_grids, load_records, load_summaries, load_train_logs
 from mtdiff.report.plots import plot_bars, plot_losses, plot_metric_vs_nfe, plot_training_curves
 from mtdiff.report.tables import (
@@ -55,6 +56,7 @@ def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None)
     for paths in plots.values():
         for p in paths:
             written[p.name] = p
+    written.update(write_inpainting_tables(ds_records, out_dir))
     lines = findings(table)
     fmd = f"# Findings: {dataset}\n\nComputed from the comparison table only (no hand-written claims).\n\n" + \
           "".join(f"- {line}\n" for line in lines)

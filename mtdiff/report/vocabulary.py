@@ -26,13 +26,15 @@ class ReportError(MtdiffError, ValueError):
 # ---------------------------------------------------------------------------------------------
 # models and anchors
 
-# Reference rows that are not models: real data of the other split, an independent-pixel Gaussian.
-ANCHORS = ("real_floor", "gaussian_baseline")
+# Reference rows that are not models: real data of the other split, an independent-pixel
+# Gaussian, and (inpainting) the nearest training image copied into the hole.
+ANCHORS = ("real_floor", "gaussian_baseline", "nearest_neighbour")
 ANCHOR_LABELS = {
     "real_floor": "anchor: real data (train vs test)",
     "gaussian_baseline": "anchor: Gaussian baseline (independent pixels)",
+    "nearest_neighbour": "anchor: nearest training image copied into the hole",
 }
-ANCHOR_COLOURS = {"real_floor": "#2ca02c", "gaussian_baseline": "#7f7f7f"}
+ANCHOR_COLOURS = {"real_floor": "#2ca02c", "gaussian_baseline": "#7f7f7f", "nearest_neighbour": "#8c564b"}
 # colours of models registered without one (picked by a hash of the name: stable across runs)
 SPARE_COLOURS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
 
@@ -88,9 +90,10 @@ def model_pairs() -> list[tuple[str, str, tuple[str, ...]]]:
 # metrics and table columns
 
 # Metrics where smaller is better / larger is better; others (kid_std, unknown) are not ranked.
-LOWER_IS_BETTER = {"fid", "kid_mean", "cond_fid", "cond_kid_mean"}
+LOWER_IS_BETTER = {"fid", "kid_mean", "cond_fid", "cond_kid_mean", "inpaint_mse", "inpaint_fid", "inpaint_kid_mean"}
 HIGHER_IS_BETTER = {"precision", "recall", "accuracy", "miou", "pixel_accuracy", "cond_accuracy",
-                    "coherence_label", "coherence_miou", "isc_mean", "cond_precision", "cond_recall"}
+                    "coherence_label", "coherence_miou", "isc_mean", "cond_precision", "cond_recall",
+                    "inpaint_psnr", "repr_cosine"}
 # Task metrics: their bracket holds the inference procedure; procedures of one metric are one family.
 TASK_METRICS = ("accuracy", "miou", "pixel_accuracy")
 METRIC_ORDER = ("fid", "kid_mean", "kid_std", "precision", "recall", "isc_mean", "isc_std", "cond_fid",
@@ -102,6 +105,9 @@ METRIC_NAMES = {
     "cond_kid_mean": "conditional KID", "cond_accuracy": "conditional accuracy",
     "coherence_label": "label coherence", "coherence_miou": "mask coherence (mIoU)",
     "accuracy": "test accuracy", "miou": "test mean IoU", "pixel_accuracy": "test pixel accuracy",
+    "inpaint_mse": "inpainting MSE (hidden)", "inpaint_psnr": "inpainting PSNR (hidden, dB)",
+    "inpaint_fid": "inpainting FID", "inpaint_kid_mean": "inpainting KID",
+    "repr_cosine": "representation cosine", "repr_cosine_shuffled": "representation cosine (shuffled pairs)",
 }
 RESOURCE_COLUMNS = {  # summary.json field -> (table column, display header)
     "parameters": ("parameters", "parameters"),

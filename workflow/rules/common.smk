@@ -267,6 +267,8 @@ def metric_files(dataset):
                 or (model in MASK_HEADS and judge(dataset, "segmenter", seed))
             ):
                 files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
+    files += inpainting_metric_files(dataset)
+    files += representation_metric_files(dataset)
     return files
 
 
@@ -351,3 +353,38 @@ def reference_cache(dataset):
     extractor = run_value(dataset, "eval.extractor")
     split = run_value(dataset, "eval.reference_split")
     return f"{RESULTS}/{dataset}/reference/{extractor}_{split}/reference.json"
+
+
+# Inpainting (workflow/rules/inpainting.smk): datasets whose config lists mt_masked and ddpm.
+def inpainting_enabled(dataset):
+    return {"mt_masked", "ddpm"} <= set(ds(dataset)["models"])
+
+
+def inpainting_metric_files(dataset):
+    if not inpainting_enabled(dataset):
+        return []
+    return [f"{RESULTS}/{dataset}/metrics/inpainting_seed{seed}.jsonl" for seed in ds(dataset)["seeds"]]
+
+
+# Image + representation (workflow/rules/representation.smk): model mt_repr.
+def representation_models(dataset):
+    return [m for m in ds(dataset)["models"] if m == "mt_repr"]
+
+
+def representation_metric_files(dataset):
+    return [
+        f"{RESULTS}/{dataset}/metrics/repr_{m}_seed{seed}.jsonl"
+        for m in representation_models(dataset)
+        for seed in ds(dataset)["seeds"]
+    ]
+
+
+def train_extractor_input(wc):
+    """The extractor file a train job needs (mt_repr only)."""
+    return [f"{RESULTS}/{wc.dataset}/extractor/domain.pt"] if wc.model == "mt_repr" else []
+
+
+def train_extractor_args(wc):
+    if wc.model != "mt_repr":
+        return ""
+    return f"--set modalities.representation.extractor_path={RESULTS}/{wc.dataset}/extractor/domain.pt"

@@ -12,8 +12,11 @@ def guidance_models(dataset):
 
 
 def guidance_records(dataset):
-    return [f"{RESULTS}/{dataset}/metrics/guidance_{m}_seed{s}.jsonl" for m in guidance_models(dataset)
-            for s in ds(dataset)["seeds"]]
+    return [
+        f"{RESULTS}/{dataset}/metrics/guidance_{m}_seed{s}.jsonl"
+        for m in guidance_models(dataset)
+        for s in ds(dataset)["seeds"]
+    ]
 
 
 def guidance_outputs():
@@ -30,18 +33,18 @@ rule guidance_sweep:
         extractor=f"{RESULTS}/{{dataset}}/extractor/domain.pt",
     output:
         f"{RESULTS}/{{dataset}}/metrics/guidance_{{model}}_seed{{seed}}.jsonl",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_guided/{wc.model}/seed{wc.seed}",
-    resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/guidance_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/guidance_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
     conda:
         "../../environment.yml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_guided/{wc.model}/seed{wc.seed}",
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.guidance_sweep "
         "--run {params.run} --judge $(dirname {input.judge}) --extractor-weights {input.extractor} "
@@ -63,9 +66,9 @@ rule guidance_plot:
         table=f"{RESULTS}/{{dataset}}/report/guidance.csv",
     log:
         f"{RESULTS}/{{dataset}}/logs/guidance_plot.log",
-    threads: 1
     conda:
         "../../environment.yml"
+    threads: 1
     shell:
         "PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.report_guidance {input} "
         "--plot {output.plot} --table {output.table} > {log} 2>&1"
@@ -77,8 +80,12 @@ def mask_to_image_records(dataset):
     d = ds(dataset)
     if not d.get("mask_to_image", False) or "segmenter" not in d["models"]:
         return []
-    return [f"{RESULTS}/{dataset}/metrics/m2i_{m}_seed{s}.jsonl" for m in d["models"]
-            if m in {"mt_mask", "mt_all", "ddpm"} for s in d["seeds"]]
+    return [
+        f"{RESULTS}/{dataset}/metrics/m2i_{m}_seed{s}.jsonl"
+        for m in d["models"]
+        if m in {"mt_mask", "mt_all", "ddpm"}
+        for s in d["seeds"]
+    ]
 
 
 rule mask_to_image:
@@ -89,18 +96,18 @@ rule mask_to_image:
         extractor=f"{RESULTS}/{{dataset}}/extractor/domain.pt",
     output:
         f"{RESULTS}/{{dataset}}/metrics/m2i_{{model}}_seed{{seed}}.jsonl",
-    wildcard_constraints:
-        model="mt_mask|mt_all|ddpm",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_m2i/{wc.model}/seed{wc.seed}",
     log:
         f"{RESULTS}/{{dataset}}/logs/m2i_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/m2i_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
+    wildcard_constraints:
+        model="mt_mask|mt_all|ddpm",
     conda:
         "../../environment.yml"
+    threads: config.get("threads_per_job", 1)
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_m2i/{wc.model}/seed{wc.seed}",
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python -m mtdiff.mask_to_image "
         "--run {params.run} --segmenter $(dirname {input.segmenter}) --extractor-weights {input.extractor} "

@@ -6,6 +6,7 @@ rule train:
     The log gets a progress line (step, images/s, loss, ETA) every 30 s or 10% of the steps."""
     input:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
+        extractor=train_extractor_input,  # mt_repr only (common.smk)
     output:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         summary=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/summary.json",
@@ -24,10 +25,11 @@ rule train:
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
         settings=train_params,  # resolved config it trains on: an edit reruns it (params trigger)
+        extractor=train_extractor_args,  # mt_repr only (common.smk)
     shell:
         "PYTHONPATH=$MTDIFF_ROOT {params.launch} train --config {params.config} --out {params.out} --progress log "
         "{params.overrides} --set model={wildcards.model} --set train.seed={wildcards.seed} "
-        "--set train.threads={threads} > {log} 2>&1"
+        "--set train.threads={threads} {params.extractor} > {log} 2>&1"
 
 
 rule train_extractor:
