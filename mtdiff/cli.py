@@ -29,12 +29,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_data(args) -> None:
     from mtdiff.data.prepare import prepare_dataset
 
+    from mtdiff.config import parse_yaml
+
     options = {}
     for pair in args.option:
         key, _, raw = pair.partition("=")
-        import yaml
-
-        options[key] = yaml.safe_load(raw)
+        options[key] = parse_yaml(raw, f"--option {key}")
     card = prepare_dataset(args.dataset, args.out, image_size=args.image_size, root=args.root,
                            download=args.download, seed=args.seed, num_samples=args.num_samples, **options)
     sizes = ", ".join(f"{k} {v}" for k, v in card.get("sizes", {}).items())

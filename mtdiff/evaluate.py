@@ -179,13 +179,13 @@ def generation(samples, weights, out, *, metric_prefix: str = "", append=False, 
 
 
 def _run_config(run) -> RunConfig:
+    from mtdiff.checkpoints import read_checkpoint, read_run_config
     from mtdiff.config import config_from_dict
-    from mtdiff.train import latest_checkpoint, read_checkpoint
 
     run = Path(run)
     saved = run / "config.yaml" if run.is_dir() else None
     if saved is not None and saved.exists():
-        return load_config(saved)
+        return config_from_dict(read_run_config(saved))  # one-line error naming the file if invalid
     return config_from_dict(read_checkpoint(run)["config"])
 
 

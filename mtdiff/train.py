@@ -8,10 +8,13 @@ A run folder holds ``config.yaml`` (the resolved config), ``run.json`` (versions
 device), ``train_log.jsonl`` (one record per ``log_every_steps``), ``checkpoints/`` (rolling
 ``ckpt-<step>.pt`` plus kept snapshots) and, when done, ``final.pt`` and ``summary.json``.
 
-Resume is automatic: rerunning the same command continues from the newest readable checkpoint
-(a truncated or corrupt one is reported and skipped). Everything random is a function of the
-seed and the step, or lives in the checkpoint, so an interrupted and resumed run ends with the
-same weights as an uninterrupted one (CPU).
+Resume is automatic: rerunning the same command continues from the newest usable checkpoint
+(mtdiff.checkpoints: one whose checksum fails, of another config or architecture, or past the
+budget is reported by name and skipped). Temp files of a killed write are removed, and log
+records past the resumed step dropped, so the log holds each step once. A finished run folder
+is reused only by the same config (its final.pt and summary.json describe that config). Everything
+random is a function of the seed and the step, or lives in the checkpoint, so an interrupted and
+resumed run ends with the same weights as an uninterrupted one (CPU).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def _refused(load, key_text):
 
 @pytest.mark.parametrize("key, value, key_text", INVALID, ids=[f"{k}={v}" for k, v, _ in INVALID])
 def test_invalid_value_in_run_config_file(tmp_path, key, value, key_text):
-    values = yaml.safe_load(BASE.read_text())
+    values = load_yaml(BASE)
     merged = nest_dotted({**flatten_dotted(values), key: value}) if not isinstance(value, dict) else values
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(merged))

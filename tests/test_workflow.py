@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from mtdiff.config import load_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -27,7 +29,7 @@ def snakemake(tmp_path, config: dict, *args, timeout=900):
 
 
 def tiny_config(tmp_path, **dataset):
-    config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    config = load_yaml(ROOT / ".test" / "config.yaml")
     config["results"] = str(tmp_path / "results")
     d = config["datasets"]["digits"]
     d["run_config"] = str(ROOT / d["run_config"])
