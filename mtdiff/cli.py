@@ -46,7 +46,7 @@ def cmd_train(args) -> None:
     from mtdiff.train import train
 
     cfg = load_run_config(args.config, args.overrides)
-    train(cfg, args.out, progress=not args.no_progress)
+    train(cfg, args.out, progress=not args.no_progress, restart_on_change=args.restart_on_change)
 
 
 def cmd_sample(args) -> None:
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final.pt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="if --out holds a run of another config, start over (its files set aside as *.replaced) "
+                        "instead of refusing; the workflow passes it, as it reruns training only when the config "
+                        "training reads has changed")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate samples from a trained diffusion model")

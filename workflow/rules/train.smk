@@ -24,7 +24,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launch} train --config {params.config} --out {params.out} --no-progress {params.overrides} "
+        "{params.launch} train --config {params.config} --out {params.out} --no-progress --restart-on-change {params.overrides} "
         "--set model={wildcards.model} --set train.seed={wildcards.seed} --set train.threads={threads} > {log} 2>&1"
 
 
