@@ -29,12 +29,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_data(args) -> None:
     from mtdiff.data.prepare import prepare_dataset
 
+    from mtdiff.config import parse_yaml
+
     options = {}
     for pair in args.option:
         key, _, raw = pair.partition("=")
-        import yaml
-
-        options[key] = yaml.safe_load(raw)
+        options[key] = parse_yaml(raw, f"--option {key}")
     card = prepare_dataset(args.dataset, args.out, image_size=args.image_size, root=args.root,
                            download=args.download, seed=args.seed, num_samples=args.num_samples, **options)
     sizes = ", ".join(f"{k} {v}" for k, v in card.get("sizes", {}).items())
@@ -46,7 +46,7 @@ def cmd_train(args) -> None:
     from mtdiff.train import train
 
     cfg = load_run_config(args.config, args.overrides)
-    train(cfg, args.out, progress=args.progress)
+    train(cfg, args.out, progress=args.progress, restart_on_change=args.restart_on_change)
 
 
 def cmd_sample(args) -> None:
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, final.pt)")
     add_progress_argument(p)
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="if --out holds a run of another config, start over (its files set aside as *.replaced) "
+                        "instead of refusing; the workflow passes it, as it reruns training only when the config "
+                        "training reads has changed")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate samples from a trained diffusion model")

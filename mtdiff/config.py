@@ -54,7 +54,9 @@ class Accepts:
     pattern: str | None = None
     min_items: int = 0
 
-    def describe(self) -> str:
+    def describe(self, integer: bool = False) -> str:
+        if integer and self.choices is None and self.pattern is None and self.registry is None:
+            return self.describe().replace("a finite number", "an integer")
         if self.choices is not None:
             return ", ".join(map(str, self.choices))
         if self.pattern is not None:
@@ -543,14 +545,16 @@ def check_values(cfg: RunConfig, registry: Callable[[str, str], Collection] | No
         if isinstance(value, tuple):
             if len(value) < accepts.min_items:
                 raise ConfigError(f"{key}={list(value)!r} is not accepted; accepted: at least "
-                                  f"{accepts.min_items} value(s), each {accepts.describe()}")
+                                  f"{accepts.min_items} value(s), each {accepts.describe(True)}")
             for i, item in enumerate(value):
                 if not accepts.ok(item, choices):
-                    raise ConfigError(f"{key}[{i}]={item!r} is not accepted; accepted: {accepts.describe()}")
+                    raise ConfigError(f"{key}[{i}]={item!r} is not accepted; accepted: "
+                                      f"{accepts.describe(isinstance(item, int))}")
         elif not accepts.ok(value, choices):
             if choices is not None:
                 raise choice_error(key, value, choices)
-            raise ConfigError(f"{key}={value!r} is not accepted; accepted: {accepts.describe()}")
+            raise ConfigError(f"{key}={value!r} is not accepted; accepted: "
+                              f"{accepts.describe(isinstance(value, int) and not isinstance(value, bool))}")
 
 
 def check_consistency(cfg: RunConfig) -> None:

@@ -43,7 +43,8 @@ from mtdiff.metrics.records import MetricRecord, append_records
 from mtdiff.metrics.task import classification_metrics, segmentation_metrics
 from mtdiff.predict import predict_split
 from mtdiff.progress import add_progress_argument
-from mtdiff.train import list_checkpoints, load_run, load_split, read_checkpoint
+from mtdiff.checkpoints import list_checkpoints, load_run, read_checkpoint, read_run_config
+from mtdiff.train import load_split
 
 INCEPTION_NAME = "inception-v3-compat"
 
@@ -197,7 +198,7 @@ def _run_config(run) -> RunConfig:
     run = Path(run)
     saved = run / "config.yaml" if run.is_dir() else None
     if saved is not None and saved.exists():
-        return load_config(saved)
+        return config_from_dict(read_run_config(saved))  # one-line error naming the file if invalid
     return config_from_dict(read_checkpoint(run)["config"])
 
 

@@ -8,10 +8,13 @@ A run folder holds ``config.yaml`` (the resolved config), ``run.json`` (versions
 device), ``train_log.jsonl`` (one record per ``log_every_steps``), ``checkpoints/`` (rolling
 ``ckpt-<step>.pt`` plus kept snapshots) and, when done, ``final.pt`` and ``summary.json``.
 
-Resume is automatic: rerunning the same command continues from the newest readable checkpoint
-(a truncated or corrupt one is reported and skipped). Everything random is a function of the
-seed and the step, or lives in the checkpoint, so an interrupted and resumed run ends with the
-same weights as an uninterrupted one (CPU).
+Resume is automatic: rerunning the same command continues from the newest usable checkpoint
+(mtdiff.checkpoints: one whose checksum fails, of another config or architecture, or past the
+budget is reported by name and skipped). Temp files of a killed write are removed, and log
+records past the resumed step dropped, so the log holds each step once. A finished run folder
+is reused only by the same config (its final.pt and summary.json describe that config). Everything
+random is a function of the seed and the step, or lives in the checkpoint, so an interrupted and
+resumed run ends with the same weights as an uninterrupted one (CPU).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,16 +118,34 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "final.pt").exists() or (run_dir / "summary.json").exists()
 
 
-def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+# What a restart sets aside (renamed to <name>.replaced, the previous such copy overwritten).
+RUN_STATE = ("checkpoints", "train_log.jsonl", "final.pt", "final.pt.sha256", "summary.json")
+
+
+def check_run_dir(run_dir: Path, cfg: RunConfig, *, restart_on_change: bool = False, log=print) -> None:
     """Refuse to continue a run folder that holds a run of a different configuration: any
     difference once the run is finished (its final.pt and summary.json describe the saved
-    config, budget included), the non-resumable keys while it is not."""
+    config, budget included), the non-resumable keys while it is not. ``restart_on_change``:
+    start over instead, setting the old run's files aside as ``*.replaced`` (the workflow's
+    train rule, which Snakemake reruns exactly when the config it trains on changed)."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
     old = read_run_config(saved)
     diff = diff_keys(old, cfg.to_dict())
-    if is_finished(run_dir):
+    finished = is_finished(run_dir)
+    if restart_on_change and (diff if finished else [k for k in diff if not k.startswith(RESUMABLE_KEYS)]):
+        log(f"warning: {run_dir} holds a run of another config (differs at {', '.join(diff)}); starting over, "
+            f"its files set aside as *.replaced")
+        for name in RUN_STATE:
+            path = run_dir / name
+            if path.exists():
+                target = run_dir / f"{name}.replaced"
+                if target.is_dir():
+                    shutil.rmtree(target)
+                path.replace(target)
+        return
+    if finished:
         if diff:
             raise ConfigError(
                 f"{str(run_dir)!r} holds a finished run of a different config (differs at {', '.join(diff)}); "
@@ -215,7 +237,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto", stop_after_steps: int | None = None,
-          log=print) -> dict:
+          restart_on_change: bool = False, log=print) -> dict:
     """Train ``cfg`` into ``run_dir`` (resuming if it holds checkpoints); returns the summary.
 
     ``stop_after_steps`` ends the call early after that many steps of this call (used by the
@@ -237,7 +259,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
     if tc.batch_size % dist_info.world:
         raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({dist_info.world})")
     check_config(cfg)
-    check_run_dir(run_dir, cfg)
+    if dist_info.main or not restart_on_change:
+        check_run_dir(run_dir, cfg, restart_on_change=restart_on_change, log=log)
+    if dist_info.world > 1:
+        dist.barrier()  # a restart's renames (main rank) happen before any rank reads checkpoints
     if dist_info.main:
         clean_temp_files(run_dir, log)
 

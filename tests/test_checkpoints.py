@@ -175,3 +175,18 @@ def test_checkpoint_without_its_checksum_is_not_trusted(tmp_path):
     messages = []
     state = latest_checkpoint(tmp_path, log=messages.append)
     assert state["step"] == 2 and "no checksum file" in messages[0] and newest.name in messages[0]
+
+
+def test_restart_on_change_sets_the_old_run_aside(tmp_path):
+    """The workflow's train rule (rerun by Snakemake when the config training reads changed)
+    starts over instead of refusing; the CLI without the flag refuses."""
+    _train(tiny("ddpm", train__lr=1e-3), tmp_path / "fresh")
+    _train(tiny("ddpm"), tmp_path / "run", stop_after_steps=4)
+    with pytest.raises(ConfigError, match="differs at train.lr"):
+        _train(tiny("ddpm", train__lr=1e-3), tmp_path / "run")
+    messages = []
+    _train(tiny("ddpm", train__lr=1e-3), tmp_path / "run", messages, restart_on_change=True)
+    assert any("differs at train.lr" in m and "starting over" in m for m in messages)
+    assert (tmp_path / "run" / "checkpoints.replaced").is_dir()
+    assert_same_state(weights(tmp_path / "run"), weights(tmp_path / "fresh"))
+    assert _log_steps(tmp_path / "run") == _log_steps(tmp_path / "fresh")

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from mtdiff.config import load_yaml
+
 from conftest import ROOT, SNAKEMAKE
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -33,7 +35,7 @@ def snakemake(tmp_path, config: dict, *args, timeout=900):
 
 
 def tiny_config(tmp_path, **dataset):
-    config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    config = load_yaml(ROOT / ".test" / "config.yaml")
     config["results"] = str(tmp_path / "results")
     d = config["datasets"]["digits"]
     d["run_config"] = str(ROOT / d["run_config"])

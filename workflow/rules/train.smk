@@ -28,6 +28,7 @@ rule train:
         extractor=train_extractor_args,  # mt_repr only (common.smk)
     shell:
         "PYTHONPATH=$MTDIFF_ROOT {params.launch} train --config {params.config} --out {params.out} --progress log "
+        "--restart-on-change "
         "{params.overrides} --set model={wildcards.model} --set train.seed={wildcards.seed} "
         "--set train.threads={threads} {params.extractor} > {log} 2>&1"
 
