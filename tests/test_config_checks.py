@@ -173,8 +173,8 @@ def test_every_option_declares_what_it_accepts_or_is_free_text():
 
     from mtdiff import config
 
-    free = {"root", "download", "options", "tf32", "channels_last", "ema", "clip_x0", "prc",
-            "feature_extractor_weights_path"}
+    free = {"root", "download", "options", "hflip", "tf32", "channels_last", "ema", "clip_x0", "prc",
+            "feature_extractor_weights_path", "extractor_path"}
     for cls in (config.DataConfig, config.DiffusionConfig, config.ModalityConfig, config.NetConfig,
                 config.TrainConfig, config.SampleConfig, config.InferenceConfig, config.EvalConfig):
         for f in dataclasses.fields(cls):
