@@ -60,6 +60,7 @@ def test_spec_properties_of_the_registered_models():
         assert bool(spec.baselines) == spec.multi_task, name
 
 
+@pytest.mark.slow  # a snakemake dry run: ~12 s on the busy 2-core machine
 def test_workflow_dry_run_plans_the_jobs_of_a_newly_registered_model(tmp_path):
     res = _dry_run(tmp_path, ["ddpm", "classifier", NEW_NAME], register=True)
     out = res.stdout + res.stderr
@@ -73,6 +74,7 @@ def test_workflow_dry_run_plans_the_jobs_of_a_newly_registered_model(tmp_path):
     assert f"task_{NEW_NAME}_seed0_mask" not in out  # no mask head: no mask job
 
 
+@pytest.mark.slow  # a snakemake dry run: ~12 s on the busy 2-core machine
 def test_unregistered_model_is_refused_with_a_suggestion(tmp_path):
     res = _dry_run(tmp_path, ["ddpm", "mt_lable"], register=False)
     assert res.returncode != 0

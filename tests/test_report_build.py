@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from PIL import Image
 
 from mtdiff import cli, report
 from mtdiff.errors import MtdiffError
+
+from conftest import ENV
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,3 +101,10 @@ def test_cli_is_wired_into_mtdiff():
         pytest.skip("mtdiff.cli does not call add_report_parser yet")
     args = parser.parse_args(["report", "--dataset", "digits"])
     assert args.root == "results" and args.func is report._cmd_report
+
+
+def test_python_dash_m_mtdiff_report_is_the_report_command():
+    res = subprocess.run([sys.executable, "-m", "mtdiff.report", "--help"], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: mtdiff report") and "--headline-nfe" in res.stdout
