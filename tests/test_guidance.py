@@ -248,7 +248,7 @@ def test_masked_image_condition_is_guided():
 
 
 def test_bad_drop_probability_is_refused():
-    with pytest.raises(ConfigError, match=r"train.cond_drop_prob=1.0 must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"train.cond_drop_prob=1.0 is not accepted; accepted: a finite number >= 0 and < 1"):
         _model("mt_label", size=8, train={"cond_drop_prob": 1.0})
     with pytest.raises(ConfigError, match="model=ddpm has none"):
         _model("ddpm", size=8, train={"cond_drop_prob": 0.1})

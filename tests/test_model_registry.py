@@ -48,7 +48,7 @@ def _dry_run(tmp_path, models, register: bool):
 
 def test_spec_properties_of_the_registered_models():
     assert set(models_where(lambda s: s.kind == "diffusion")) == {
-        "ddpm", "ddpm_cond", "mt_label", "mt_mask", "mt_masked", "mt_all"}
+        "ddpm", "ddpm_cond", "mt_label", "mt_mask", "mt_masked", "mt_all", "mt_repr"}
     assert set(models_where(lambda s: s.generates_given_class)) == {"ddpm_cond", "mt_label", "mt_all"}
     assert set(models_where(lambda s: s.label_head)) == {"classifier", "mt_label", "mt_all"}
     assert set(models_where(lambda s: s.mask_head)) == {"segmenter", "mt_mask", "mt_all"}

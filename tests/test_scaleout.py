@@ -61,7 +61,8 @@ def test_default_profile_dry_run_keeps_the_default_workflow(tmp_path):
     res = dry_run("--workflow-profile", "workflow/profiles/default", "--config", f"results={tmp_path}/results")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     trains = job_blocks(res.stdout, "train")
-    assert len(trains) == 7  # digits, seven models (mt_masked for inpainting), one seed
+    default = load_yaml(ROOT / "config/config.yaml")["datasets"]["digits"]
+    assert len(trains) == len(default["models"]) * len(default["seeds"])  # the default digits benchmark
     for block in trains:
         assert "python -m mtdiff.cli train" in block and "torch.distributed.run" not in block
         assert "gpu=" not in block or "gpu=0" in block

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtdiff.errors import MtdiffError
-from mtdiff.models import MODELS
+from mtdiff.registry import MODELS
 
 
 class ReportError(MtdiffError, ValueError):

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 try:
     from mtdiff.data import DATASETS as DATASET_REGISTRY
     from mtdiff.errors import MtdiffError
-    from mtdiff.models import MODELS, load_run_config, models_where
+    from mtdiff.models import load_run_config
+    from mtdiff.registry import MODELS, models_where
 except ImportError as exc:
     raise WorkflowError(
         f"mtdiff is not importable here ({exc}); run snakemake from the environment that has mtdiff's "
