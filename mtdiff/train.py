@@ -68,19 +68,24 @@ class TrainingDiverged(MtdiffError):
 # Data
 
 
-def load_split(cfg: RunConfig, split: str, *, in_memory: bool = False):
+def load_split(cfg: RunConfig, split: str, *, in_memory: bool = False, max_items: int | None = None):
     """The dataset split named by ``cfg.data`` (see mtdiff.data.load_dataset).
 
     ``in_memory``: return an ArrayDataset (``.images``, ``.labels``, ``.masks`` tensors) even
     for the lazy, torchvision-backed datasets, which are then decoded once, whole: what
     evaluation needs (reference images for FID, labels and masks to score predictions).
+    ``max_items``: keep at most that many items, the first of the split's class-stratified
+    order (mtdiff.data), so only those are ever decoded: a bounded, class-balanced sample of
+    a large split (ImageNet's 1.28M training images) for the anchors.
     """
     from mtdiff.data import ArrayDataset, load_dataset
 
     d = cfg.data
+    n = d.num_train if split == "train" else d.num_test
+    if max_items is not None:
+        n = max_items if n is None else min(n, max_items)
     dataset = load_dataset(
-        d.dataset, split, image_size=d.image_size, root=d.root, download=d.download,
-        num_samples=d.num_train if split == "train" else d.num_test, **d.options,
+        d.dataset, split, image_size=d.image_size, root=d.root, download=d.download, num_samples=n, **d.options,
     )
     if in_memory and getattr(dataset, "images", None) is None:
         arrays = dataset.numpy()

@@ -15,3 +15,56 @@ def test_gaussian_baseline_in_chunks_matches_one_pass_and_the_moments():
     u8 = ((images + 1) * 127.5).round()
     assert torch.allclose(chunked.double().mean(0), u8.double().mean(0), atol=3.0)
     assert torch.allclose(chunked.double().std(0), u8.double().std(0, unbiased=False), rtol=0.15, atol=2.0)
+
+
+class _HugeSplit(torch.utils.data.Dataset):
+    """A lazy split of ImageNet's size that decodes nothing until asked, and counts what it decodes."""
+
+    decoded = 0
+
+    def __init__(self, split, image_size, num_samples, **_):
+        from mtdiff.data import DatasetInfo
+
+        self.n = min(1_281_167 if split == "train" else 50_000, num_samples or 10**9)
+        self.info = DatasetInfo(name="huge", channels=3, image_size=image_size, num_classes=10, num_mask_classes=0,
+                                class_names=(), mask_class_names=(), modalities=("image", "label"))
+
+    def __len__(self):
+        return self.n
+
+    def numpy(self):
+        import numpy as np
+
+        _HugeSplit.decoded += self.n
+        g = np.random.default_rng(0)
+        return {"images": g.integers(0, 256, (self.n, 3, self.info.image_size, self.info.image_size), dtype=np.uint8),
+                "labels": g.integers(0, 10, self.n)}
+
+
+def test_anchors_decode_a_bounded_sample_of_a_huge_split(monkeypatch, tmp_path):
+    """ImageNet-64-sized anchors: the real floor reads eval.num_samples test images, the Gaussian
+    at most GAUSSIAN_FIT_IMAGES training images, never the 1.28M training split."""
+    import dataclasses
+
+    from mtdiff import data, evaluate
+    from mtdiff.config import load_config
+
+    spec = dataclasses.replace(data.DATASETS["cifar10"], name="huge", loader=_HugeSplit, needs_root=False,
+                               options={}, default_image_size=8, min_image_size=8)
+    monkeypatch.setitem(data.DATASETS, "huge", spec)
+    cfg = load_config(None, {"data": {"dataset": "huge", "image_size": 8}, "eval": {"reference_split": "test",
+                                                                                     "num_samples": 300}})
+    seen = []
+
+    def fake_fidelity(cfg, images, reference, *args, **kwargs):
+        seen.append((len(images), len(reference)))
+        return {"fid": 1.0}, "domain", 0.0, {}
+
+    monkeypatch.setattr(evaluate, "_fidelity", fake_fidelity)
+    monkeypatch.setattr(evaluate, "GAUSSIAN_FIT_IMAGES", 2_000)
+    _HugeSplit.decoded = 0
+    records = evaluate.anchors(cfg, None, tmp_path / "anchors.jsonl")
+    # reference (test, 50k) + real floor (train, first 300) + Gaussian fit (train, first 2,000)
+    assert _HugeSplit.decoded == 50_000 + 300 + 2_000
+    assert seen == [(300, 50_000), (300, 50_000)]  # the Gaussian draws eval.num_samples too
+    assert {r["model"] for r in records} == {"real_floor", "gaussian_baseline"}
