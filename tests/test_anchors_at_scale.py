@@ -68,3 +68,16 @@ def test_anchors_decode_a_bounded_sample_of_a_huge_split(monkeypatch, tmp_path):
     assert _HugeSplit.decoded == 50_000 + 300 + 2_000
     assert seen == [(300, 50_000), (300, 50_000)]  # the Gaussian draws eval.num_samples too
     assert {r["model"] for r in records} == {"real_floor", "gaussian_baseline"}
+
+
+def test_fid_features_are_extracted_without_tf32_and_settings_restored():
+    from mtdiff.metrics import fidelity
+
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as train.tf32 leaves them
+        with fidelity.full_precision_matmuls():
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev

@@ -176,6 +176,21 @@ def limit_threads(num_threads: int | None):
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def full_precision_matmuls():
+    """TF32 off for cuDNN convolutions and CUDA matmuls while features are extracted.
+
+    cuDNN allows TF32 by default (and train.tf32 may have switched matmuls on in this
+    process): features with a 10-bit mantissa would make a FID computed on a GPU differ from
+    the same FID on a CPU, so every FID/KID is computed in full fp32 wherever it runs."""
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
+
+
 # --------------------------------------------------------------------------------------------
 # metrics
 
@@ -363,7 +378,8 @@ def generation_metrics(
         kwargs.update(cache=True, cache_root=str(cache_dir), input2_cache_name=_cache_name(label, extractor, wsha, ref))
 
     try:
-        with limit_threads(num_threads), (torch.cuda.device(torch.device(device)) if cuda else contextlib.nullcontext()):
+        with limit_threads(num_threads), full_precision_matmuls(), \
+                (torch.cuda.device(torch.device(device)) if cuda else contextlib.nullcontext()):
             raw = torch_fidelity.calculate_metrics(**kwargs)
     except MtdiffError:
         raise
