@@ -27,11 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mtdiff.config import RunConfig, load_config
 from mtdiff.errors import ConfigError
-from mtdiff.utils import atomic_write_text
 
 INCEPTION_NAME = "inception-v3-compat"
 
@@ -42,6 +40,7 @@ INCEPTION_NAME = "inception-v3-compat"
 
 def _write(records: list[dict], out: str | Path, append: bool = False) -> None:
     from mtdiff.metrics import MetricRecord, append_records
+    from mtdiff.utils import atomic_write_text  # imports torch: not at the top (see _fidelity)
 
     records = [MetricRecord.from_dict(r) for r in records]  # validates every protocol field
     if append:
@@ -96,6 +95,8 @@ def _fidelity(cfg: RunConfig, images, reference, weights, cache_dir=None, cache_
     t0 = time.time()
     # features on the GPU when there is one (torch-fidelity's cuda flag follows the device);
     # on CPU one thread, measured fastest for the small domain extractor on a shared machine
+    import torch  # here, not at the top: `mtdiff report` (through the CLI parser) runs without torch
+
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
     values = generation_metrics(
         images, reference, extractor=kind, weights_path=path, metrics=("fid", "kid"), prc=cfg.eval.prc,
@@ -122,6 +123,8 @@ def _load_judge(run, kind: str):
 
 
 def _to_float(images_u8: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(images_u8).float() / 127.5 - 1
 
 
@@ -235,6 +238,8 @@ def task(run, task_name: str, out, *, procedure=None, split="test", append=False
 
 def conditional(samples, judge, out, *, append=False) -> list[dict]:
     """Conditional accuracy: samples generated given class k, judged by a trained classifier."""
+    import torch
+
     from mtdiff.metrics import classification_metrics
 
     arrays, meta = _samples(samples)
@@ -256,6 +261,8 @@ def conditional(samples, judge, out, *, append=False) -> list[dict]:
 def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) -> list[dict]:
     """Joint coherence: do jointly generated labels / masks agree with a trained classifier /
     segmenter applied to the generated images?"""
+    import torch
+
     from mtdiff.metrics import classification_metrics, segmentation_metrics
 
     arrays, meta = _samples(samples)
@@ -328,6 +335,7 @@ def reference(cfg: RunConfig, weights, cache_dir, out, *, progress="none") -> di
     description of the cache, written last (atomically), so its presence means the cache is
     complete."""
     from mtdiff.metrics import reference_cache_files
+    from mtdiff.utils import atomic_write_text
 
     reference_images = _reference(cfg)
     # torch-fidelity caches features of the reference (input2) while computing a metric: the

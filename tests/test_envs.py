@@ -81,3 +81,31 @@ def test_every_rule_names_an_existing_environment():
             envs[rule] = path.name
     assert envs["train"] == envs["sample"] == envs["fid"] == "torch.yaml"
     assert envs["report_tables"] == envs["report_notebook"] == envs["report_html"] == "report.yaml"
+
+
+# what workflow/envs/report.yaml leaves out: the light jobs must not import these
+NOT_IN_REPORT_ENV = ("torch", "torchvision", "torch_fidelity", "sklearn", "mlxtend", "snakemake")
+BLOCKER = f'''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_IN_REPORT_ENV!r}:
+            raise ImportError("not in workflow/envs/report.yaml: " + name)
+sys.meta_path.insert(0, Block())
+'''
+
+
+def run_without_torch(code: str, *args: str, cwd=ROOT):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", BLOCKER + code, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_light_jobs_import_nothing_the_report_env_lacks():
+    res = run_without_torch("import mtdiff.cli, mtdiff.report, mtdiff.metrics.records as r; "
+                            "mtdiff.cli.build_parser().parse_args(['report', '--dataset', 'digits']); print('ok')")
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]

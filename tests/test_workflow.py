@@ -127,6 +127,13 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
                     "The first 64 joint samples of mt_all", "multi-task diffusion (MT-Diffusion"):
         assert caption in page, caption
 
+    # the light jobs' environment (workflow/envs/report.yaml) has no torch: their command runs without it
+    from test_envs import run_without_torch
+
+    res = run_without_torch("import sys; from mtdiff.cli import main; sys.exit(main(sys.argv[1:]))", "report",
+                            "--root", str(results), "--dataset", "digits", "--out", str(tmp_path / "no_torch"))
+    assert res.returncode == 0 and (tmp_path / "no_torch" / "comparison.csv").exists(), res.stderr[-3000:]
+
     # everything is done: a rerun has nothing to do
     res = snakemake(tmp_path, config, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
