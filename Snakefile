@@ -10,7 +10,7 @@
 # needs no activated venv); see _job_environment in workflow/rules/common.smk.
 #
 # Every stage writes under results/<dataset>/<stage>/; every rule has a log: and compute rules
-# a benchmark:. Config keys are documented in config/config.yaml and validated against
+# a benchmark:. Config keys are documented in config/README.md and validated against
 # workflow/schemas/config.schema.yaml before any job runs.
 from snakemake.utils import min_version, validate
 
