@@ -91,8 +91,11 @@ def judge(dataset, kind, seed):
 def all_outputs():
     out = [f"{RESULTS}/report.html", f"{RESULTS}/report.ipynb"]
     for dataset in DATASETS:
-        out += [f"{RESULTS}/{dataset}/data/card.json", f"{RESULTS}/{dataset}/report/comparison.csv",
-                f"{RESULTS}/{dataset}/metrics/all_records.csv"]
+        out += [
+            f"{RESULTS}/{dataset}/data/card.json",
+            f"{RESULTS}/{dataset}/report/comparison.csv",
+            f"{RESULTS}/{dataset}/metrics/all_records.csv",
+        ]
     return out
 
 
@@ -134,8 +137,12 @@ def summary_files(dataset):
 
 def grid_files(dataset):
     d = ds(dataset)
-    return [f"{RESULTS}/{dataset}/samples/{m}/seed{s}/grid.png" for m in d["models"] if m in DIFFUSION_MODELS
-            for s in d["seeds"]]
+    return [
+        f"{RESULTS}/{dataset}/samples/{m}/seed{s}/grid.png"
+        for m in d["models"]
+        if m in DIFFUSION_MODELS
+        for s in d["seeds"]
+    ]
 
 
 def sample_count(dataset):

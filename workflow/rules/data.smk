@@ -12,11 +12,11 @@ rule prepare_data:
         f"{RESULTS}/{{dataset}}/logs/prepare_data.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/prepare_data.tsv"
-    params:
-        data=lambda wc: data_args(wc.dataset),  # data.root / image_size / download of the run config
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        data=lambda wc: data_args(wc.dataset),  # data.root / image_size / download of the run config
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli data --dataset {wildcards.dataset} "
         "--out $(dirname {output.card}) {params.data} > {log} 2>&1"

@@ -14,19 +14,19 @@ rule reference_features:
         extractor=EXTRACTOR,
     output:
         REFERENCE,
-    wildcard_constraints:
-        extractor="domain|inception",
-        split="train|test",
-    params:
-        config=lambda wc: run_config(wc.dataset),
-        overrides=lambda wc: run_overrides(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/reference_{{extractor}}_{{split}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/reference_{{extractor}}_{{split}}.tsv"
-    threads: 1
+    wildcard_constraints:
+        extractor="domain|inception",
+        split="train|test",
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda wc: run_config(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate reference --config {params.config} "
         "{params.overrides} --extractor-weights {input.extractor} --cache-dir $(dirname {output}) --out {output} "
@@ -40,16 +40,16 @@ rule anchors:
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/anchors.jsonl",
-    params:
-        config=lambda wc: run_config(wc.dataset),
-        overrides=lambda wc: run_overrides(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/anchors.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/anchors.tsv"
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda wc: run_config(wc.dataset),
+        overrides=lambda wc: run_overrides(wc.dataset),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate anchors --config {params.config} {params.overrides} "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
@@ -68,9 +68,9 @@ rule fid:
         f"{RESULTS}/{{dataset}}/logs/fid_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/fid_{{model}}_seed{{seed}}.tsv"
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
@@ -88,9 +88,9 @@ rule fid_conditional:
         f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
     log:
         f"{RESULTS}/{{dataset}}/logs/condfid_{{model}}_seed{{seed}}.log",
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
@@ -106,17 +106,17 @@ rule curve:
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/curve_{{model}}_seed{{seed}}.jsonl",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-    resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
     log:
         f"{RESULTS}/{{dataset}}/logs/curve_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/curve_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
     conda:
         "../envs/torch.yaml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate curve --run {params.run} "
         "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
@@ -130,19 +130,19 @@ rule task:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
     output:
         f"{RESULTS}/{{dataset}}/metrics/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.jsonl",
-    wildcard_constraints:
-        task="label|mask",
-        procedure="head|elbo|direct",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
     log:
         f"{RESULTS}/{{dataset}}/logs/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/task_{{model}}_seed{{seed}}_{{task}}_{{procedure}}.tsv"
-    threads: 1
+    wildcard_constraints:
+        task="label|mask",
+        procedure="head|elbo|direct",
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate task --run {params.run} "
         "--task {wildcards.task} {params.procedure} --out {output} > {log} 2>&1"
@@ -157,9 +157,9 @@ rule conditional:
         f"{RESULTS}/{{dataset}}/metrics/cond_{{model}}_seed{{seed}}.jsonl",
     log:
         f"{RESULTS}/{{dataset}}/logs/cond_{{model}}_seed{{seed}}.log",
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate conditional --samples $(dirname {input.samples}) "
         "--judge $(dirname {input.judge}) --out {output} > {log} 2>&1"
@@ -172,17 +172,17 @@ rule coherence:
         unpack(coherence_judges),
     output:
         f"{RESULTS}/{{dataset}}/metrics/coherence_{{model}}_seed{{seed}}.jsonl",
+    log:
+        f"{RESULTS}/{{dataset}}/logs/coherence_{{model}}_seed{{seed}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
     params:
         judges=lambda wc, input: " ".join(
             f"--{flag} $(dirname {input[kind]})"
             for kind, flag in (("classifier", "label-judge"), ("segmenter", "mask-judge"))
             if kind in input.keys()
         ),
-    log:
-        f"{RESULTS}/{{dataset}}/logs/coherence_{{model}}_seed{{seed}}.log",
-    threads: 1
-    conda:
-        "../envs/torch.yaml"
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate coherence --samples $(dirname {input.samples}) "
         "{params.judges} --out {output} > {log} 2>&1"
@@ -196,9 +196,9 @@ rule collect_records:
         f"{RESULTS}/{{dataset}}/metrics/all_records.csv",
     log:
         f"{RESULTS}/{{dataset}}/logs/collect_records.log",
-    threads: 1
     conda:
         "../envs/report.yaml"
+    threads: 1
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -c 'import sys; from mtdiff.metrics import records_to_csv; "
         "records_to_csv(sys.argv[2:], sys.argv[1])' {output} {input} > {log} 2>&1"

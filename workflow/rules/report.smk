@@ -28,15 +28,15 @@ rule report_tables:
             )
             for name in REPORT_PLOTS
         ],
-    params:
-        root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
     log:
         f"{RESULTS}/{{dataset}}/logs/report_tables.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/report_tables.tsv"
-    threads: 1
     conda:
         "../envs/report.yaml"
+    threads: 1
+    params:
+        root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli report --root {params.root} --dataset {wildcards.dataset} "
         "--out $(dirname {output.table}) > {log} 2>&1"
@@ -50,18 +50,18 @@ rule report_notebook:
         tables=expand(f"{RESULTS}/{{dataset}}/report/comparison.csv", dataset=DATASETS),
     output:
         notebook=f"{RESULTS}/report.ipynb",
-    params:
-        root=lambda wc, input: str(Path(input.tables[0]).parents[2]),  # <root>/<dataset>/report/...
-        datasets=list(DATASETS),
     log:
         # the notebook directive writes the executed notebook to log.notebook; it is this
         # rule's output, so it is replaced, not appended to, and the HTML rule can read it
         notebook=f"{RESULTS}/report.ipynb",
     benchmark:
         f"{RESULTS}/benchmarks/report_notebook.tsv"
-    threads: 1
     conda:
         "../envs/report.yaml"
+    threads: 1
+    params:
+        root=lambda wc, input: str(Path(input.tables[0]).parents[2]),  # <root>/<dataset>/report/...
+        datasets=list(DATASETS),
     notebook:
         "../../notebooks/report.ipynb"
 
@@ -74,9 +74,9 @@ rule report_html:
         html=report(f"{RESULTS}/report.html", category="Report", caption="../report/notebook.rst"),
     log:
         f"{RESULTS}/logs/report_html.log",
-    threads: 1
     conda:
         "../envs/report.yaml"
+    threads: 1
     shell:
         "jupyter nbconvert --to html --no-input --no-prompt --output $(basename {output.html}) "
         "--output-dir $(dirname {output.html}) {input.notebook} > {log} 2>&1"

@@ -13,19 +13,19 @@ rule sample:
             caption="../report/samples.rst",
             labels={"model": "{model}", "seed": "{seed}"},
         ),
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
-        n=lambda wc: sample_count(wc.dataset),
-    resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # 1 for GPU configs, 0 for CPU ones
     log:
         f"{RESULTS}/{{dataset}}/logs/sample_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/sample_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
     conda:
         "../envs/torch.yaml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # 1 for GPU configs, 0 for CPU ones
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
+        n=lambda wc: sample_count(wc.dataset),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli sample --run {params.run} "
         "--out {params.out} --num-samples {params.n} --progress log > {log} 2>&1"
@@ -37,19 +37,19 @@ rule sample_conditional:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
     output:
         npz=f"{RESULTS}/{{dataset}}/samples_cond/{{model}}/seed{{seed}}/samples.npz",
-    params:
-        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
-        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
-        n=lambda wc: sample_count(wc.dataset),
-    resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/sample_cond_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/sample_cond_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
     conda:
         "../envs/torch.yaml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),
+    params:
+        run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
+        n=lambda wc: sample_count(wc.dataset),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli sample --run {params.run} "
         "--out {params.out} --num-samples {params.n} --condition label=balanced --no-pngs "

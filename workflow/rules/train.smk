@@ -9,20 +9,20 @@ rule train:
     output:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         summary=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/summary.json",
+    log:
+        f"{RESULTS}/{{dataset}}/logs/train_{{model}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/train_{{model}}_seed{{seed}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config.get("threads_per_job", 1)
+    resources:
+        gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
     params:
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset),
         out=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         launch=lambda wc: train_launcher(wc.dataset),
-    resources:
-        gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
-    log:
-        f"{RESULTS}/{{dataset}}/logs/train_{{model}}_seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/train_{{model}}_seed{{seed}}.tsv"
-    threads: config.get("threads_per_job", 1)
-    conda:
-        "../envs/torch.yaml"
     shell:
         "PYTHONPATH=$MTDIFF_ROOT {params.launch} train --config {params.config} --out {params.out} --progress log "
         "{params.overrides} --set model={wildcards.model} --set train.seed={wildcards.seed} "
@@ -35,15 +35,15 @@ rule train_extractor:
         card=f"{RESULTS}/{{dataset}}/data/card.json",
     output:
         f"{RESULTS}/{{dataset}}/extractor/domain.pt",
-    params:
-        config=lambda wc: run_config(wc.dataset),
     log:
         f"{RESULTS}/{{dataset}}/logs/train_extractor.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/train_extractor.tsv"
-    threads: 1
     conda:
         "../envs/torch.yaml"
+    threads: 1
+    params:
+        config=lambda wc: run_config(wc.dataset),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate extractor --config {params.config} --out {output} "
         "> {log} 2>&1"
