@@ -183,7 +183,8 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     assert progress[-1].startswith("train mt_all step: 8/8 (100%)")
     assert "sample mt_all (NFE 5) batch: " in (digits / "logs" / "sample_mt_all_seed0.log").read_text()
     curve_log = (digits / "logs" / "curve_mt_all_seed0.log").read_text()
-    assert "curve point 1/" in curve_log and "checkpoint step 4, NFE 5" in curve_log and "/tmp" not in curve_log
+    assert "curve point 1/" in curve_log and "checkpoint step 4, NFE 5" in curve_log
+    assert "r.jsonl" not in curve_log and "/p0" not in curve_log  # not the temporary folder of a point
     assert "features of the generated images: 48/48 (100%)" in (digits / "logs" / "fid_mt_all_seed0.log").read_text()
 
     # the reference features were extracted once, by their own job, and every FID job read them
@@ -212,7 +213,7 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     # the light jobs' environment (workflow/envs/report.yaml) has no torch: their command runs without it
     from test_envs import run_without_torch
 
-    res = run_without_torch("import sys; from mtdiff.cli import main; sys.exit(main(sys.argv[1:]))", "report",
+    res = run_without_torch("import sys; from mtdiff.report.__main__ import main; sys.exit(main())",
                             "--root", str(results), "--dataset", "digits", "--out", str(tmp_path / "no_torch"))
     assert res.returncode == 0 and (tmp_path / "no_torch" / "comparison.csv").exists(), res.stderr[-3000:]
 

@@ -1,7 +1,32 @@
-"""``python -m mtdiff.report --root results --dataset digits ...`` == ``mtdiff report ...``."""
+"""``python -m mtdiff.report --root results --dataset digits ...`` == ``mtdiff report ...``.
 
+Its own parser, not mtdiff.cli's: the CLI's parser imports every command's module (training,
+sampling and evaluation import torch), and the workflow's report jobs run in the light report
+environment (workflow/envs/report.yaml), which has no torch.
+"""
+
+import argparse
 import sys
 
-from mtdiff.cli import main
+from mtdiff.errors import MtdiffError
+from mtdiff.report.cli import add_report_parser
 
-sys.exit(main(["report", *sys.argv[1:]]))
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mtdiff.report")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        args.func(args)
+    except MtdiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,7 +38,7 @@ rule report_tables:
     params:
         root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
     shell:
-        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli report --root {params.root} --dataset {wildcards.dataset} "
+        "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.report --root {params.root} --dataset {wildcards.dataset} "
         "--out $(dirname {output.table}) > {log} 2>&1"
 
 
