@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mtdiff.errors import MtdiffError
 from mtdiff.progress import add_progress_argument
@@ -49,13 +50,25 @@ def cmd_train(args) -> None:
     train(cfg, args.out, progress=args.progress, restart_on_change=args.restart_on_change)
 
 
+def run_device(run: str, device: str | None) -> str:
+    """``--device`` if given, else the device the run was trained for (its config.yaml's
+    train.device): a run trained with device cuda samples and predicts on the GPU, or stops at
+    once where none is visible, instead of quietly taking hours on the CPU (device auto)."""
+    if device is not None:
+        return device
+    from mtdiff.checkpoints import read_run_config
+
+    saved = Path(run) / "config.yaml"
+    return read_run_config(saved)["train"]["device"] if saved.is_file() else "auto"
+
+
 def cmd_sample(args) -> None:
     from mtdiff.sample import generate
 
     generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
              steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=False if args.no_ema else None,
              clip_x0=False if args.no_clip else None, guidance=args.guidance, guidance_scale=args.guidance_scale,
-             device=args.device, precision=args.precision,
+             device=run_device(args.run, args.device), precision=args.precision,
              write_pngs=not args.no_pngs, progress=args.progress)
 
 
@@ -64,7 +77,7 @@ def cmd_predict(args) -> None:
 
     predict_split(args.run, args.out, task=args.task, split=args.split, procedure=args.procedure,
                   t_infer=args.t_infer, num_draws=args.num_draws, batch_size=args.batch_size, seed=args.seed,
-                  device=args.device, ema=not args.no_ema)
+                  device=run_device(args.run, args.device), ema=not args.no_ema)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", default=None, help="none | head | cfg (default: sample.guidance of the run)")
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance scale s >= 0 (default: sample.guidance_scale)")
     p.add_argument("--no-pngs", action="store_true", help="skip per-image PNG files")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default=None,
+                   help="auto | cpu | cuda | cuda:N (default: the run's train.device; cuda fails fast without a GPU)")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     add_progress_argument(p)
     p.set_defaults(func=cmd_sample)
@@ -125,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-draws", type=int, default=None, help="MT models: noise draws averaged")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=None, help="default: the run's train.device")
     p.add_argument("--no-ema", action="store_true")
     p.set_defaults(func=cmd_predict)
 

@@ -392,3 +392,17 @@ def train_extractor_args(wc):
     if wc.model != "mt_repr":
         return ""
     return f"--set modalities.representation.extractor_path={RESULTS}/{wc.dataset}/extractor/domain.pt"
+
+
+def extractor_input(wc):
+    """The domain feature extractor a FID job needs; none when the run config measures FID with
+    Inception (eval.extractor: inception), so those configs never train or wait for it."""
+    if run_value(wc.dataset, "eval.extractor") != "domain":
+        return []
+    return [f"{RESULTS}/{wc.dataset}/extractor/domain.pt"]
+
+
+def extractor_args(wc):
+    """`--extractor-weights` for the domain extractor (see extractor_input)."""
+    files = extractor_input(wc)
+    return f"--extractor-weights {files[0]}" if files else ""

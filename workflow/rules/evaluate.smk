@@ -3,7 +3,6 @@
 # FID/KID jobs read the reference split's features from one cache per (dataset, extractor,
 # reference split), filled once by reference_features (records: extra.reference_cache).
 
-EXTRACTOR = f"{RESULTS}/{{dataset}}/extractor/domain.pt"
 REFERENCE = f"{RESULTS}/{{dataset}}/reference/{{extractor}}_{{split}}/reference.json"
 
 
@@ -11,7 +10,7 @@ rule reference_features:
     """Features (and FID statistics) of the reference split, extracted once and cached for
     every FID job of the dataset; reference.json is written last, when the cache is complete."""
     input:
-        extractor=EXTRACTOR,
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
     output:
         REFERENCE,
     log:
@@ -24,19 +23,22 @@ rule reference_features:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
     params:
+        weights=extractor_args,
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate reference --config {params.config} "
-        "{params.overrides} --extractor-weights {input.extractor} --cache-dir $(dirname {output}) --out {output} "
+        "{params.overrides} {params.weights} --cache-dir $(dirname {output}) --out {output} "
         "--progress log > {log} 2>&1"
 
 
 rule anchors:
     """FID/KID anchors: real-data floor (test vs train) and an independent-pixel Gaussian."""
     input:
-        extractor=EXTRACTOR,
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/anchors.jsonl",
@@ -47,13 +49,16 @@ rule anchors:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
     params:
+        weights=extractor_args,
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset),
         settings=lambda wc: config_params(wc.dataset, only=("data", "eval")),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate anchors --config {params.config} {params.overrides} "
-        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
+        "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 
@@ -61,7 +66,7 @@ rule fid:
     """FID/KID of the joint samples against the reference split."""
     input:
         samples=f"{RESULTS}/{{dataset}}/samples/{{model}}/seed{{seed}}/samples.npz",
-        extractor=EXTRACTOR,
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/fid_{{model}}_seed{{seed}}.jsonl",
@@ -72,11 +77,14 @@ rule fid:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
     params:
+        weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
-        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
+        "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 
@@ -85,7 +93,7 @@ rule fid_conditional:
     reference split (records named cond_fid, cond_kid_mean, ...)."""
     input:
         samples=f"{RESULTS}/{{dataset}}/samples_cond/{{model}}/seed{{seed}}/samples.npz",
-        extractor=EXTRACTOR,
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/condfid_{{model}}_seed{{seed}}.jsonl",
@@ -94,11 +102,14 @@ rule fid_conditional:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
     params:
+        weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
-        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
+        "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
         "--metric-prefix cond_ --out {output} > {log} 2>&1"
 
 
@@ -107,7 +118,7 @@ rule curve:
     line per point (checkpoint step, NFE, values)."""
     input:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
-        extractor=EXTRACTOR,
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
         reference=lambda wc: reference_cache(wc.dataset),
     output:
         f"{RESULTS}/{{dataset}}/metrics/curve_{{model}}_seed{{seed}}.jsonl",
@@ -119,13 +130,14 @@ rule curve:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # its sampling uses the GPU; FIDs run on CPU
+        gpu=lambda wc: sample_gpus(wc.dataset),  # sampling and Inception features on the GPU
     params:
+        weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate curve --run {params.run} "
-        "--extractor-weights {input.extractor} --cache-dir $(dirname {input.reference}) --progress log "
+        "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
         "--out {output} > {log} 2>&1"
 
 

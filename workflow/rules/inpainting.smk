@@ -11,7 +11,7 @@ rule inpainting:
     input:
         mt=f"{RESULTS}/{{dataset}}/train/mt_masked/seed{{seed}}/final.pt",
         ddpm=f"{RESULTS}/{{dataset}}/train/ddpm/seed{{seed}}/final.pt",
-        extractor=f"{RESULTS}/{{dataset}}/extractor/domain.pt",
+        extractor=extractor_input,  # the domain extractor; none for Inception configs
     output:
         records=f"{RESULTS}/{{dataset}}/metrics/inpainting_seed{{seed}}.jsonl",
         grid=report(
@@ -30,7 +30,9 @@ rule inpainting:
     threads: config.get("threads_per_job", 1)
     resources:
         gpu=lambda wc: sample_gpus(wc.dataset),
+    params:
+        weights=extractor_args,
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate inpainting --mt-run $(dirname {input.mt}) "
-        "--baseline-run $(dirname {input.ddpm}) --extractor-weights {input.extractor} "
+        "--baseline-run $(dirname {input.ddpm}) {params.weights} "
         "--out {output.records} --grid {output.grid} > {log} 2>&1"

@@ -1,4 +1,5 @@
-"""Anchors (real-data floor, Gaussian baseline) at ImageNet scale: bounded memory and work."""
+"""Scale-out readiness (issue 15) testable on a CPU: bounded anchors on huge splits, FID without
+TF32, GPU runs sampling on the GPU."""
 
 import torch
 
@@ -81,3 +82,16 @@ def test_fid_features_are_extracted_without_tf32_and_settings_restored():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def test_sampling_defaults_to_the_device_the_run_was_trained_for(tmp_path):
+    import yaml
+
+    from mtdiff.cli import run_device
+    from mtdiff.config import load_config
+
+    cfg = load_config(None, {"train": {"device": "cuda"}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    assert run_device(str(tmp_path), None) == "cuda"  # a GPU run: fails fast on a node without one
+    assert run_device(str(tmp_path), "cpu") == "cpu"  # --device wins
+    assert run_device(str(tmp_path / "missing"), None) == "auto"  # a bare checkpoint file: as before
