@@ -98,7 +98,12 @@ def test_slurm_profile_dry_run_launches_torchrun_and_asks_for_the_gpus(tmp_path)
         assert "python -m torch.distributed.run --standalone --nproc_per_node=4 -m mtdiff.cli train" in block
         assert "gpu=4" in block and "slurm_partition=your_gpu_partition" in block and "nodes=1" in block
     assert all("gpu=1" in b for b in job_blocks(res.stdout, "sample"))
-    assert all("gpu" not in b.split("resources:")[1].split("\n")[0] for b in job_blocks(res.stdout, "fid"))
+    # FID and anchor jobs extract Inception features on a GPU (issue 15), reading the reference
+    # features one reference_features job cached; an Inception config needs no domain extractor
+    for rule in ("fid", "anchors", "reference_features"):
+        blocks = job_blocks(res.stdout, rule)
+        assert blocks and all("gpu=1" in b and "slurm_partition=your_gpu_partition" in b for b in blocks), rule
+    assert not job_blocks(res.stdout, "train_extractor")
 
 
 def _plugin_resource_names() -> set[str]:
