@@ -63,7 +63,7 @@ def test_default_profile_dry_run_keeps_the_default_workflow(tmp_path):
     res = dry_run("--workflow-profile", "workflow/profiles/default", "--config", f"results={tmp_path}/results")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     trains = job_blocks(res.stdout, "train")
-    assert len(trains) == 6  # digits, six models, one seed: as before
+    assert len(trains) == 8  # digits, eight models (ddpm_cond and mt_masked joined in issue 11), one seed
     for block in trains:
         assert "python -m mtdiff.cli train" in block and "torch.distributed.run" not in block
         assert "gpu=" not in block or "gpu=0" in block
