@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     out = {}
     for model, extra in (("mt_label", {}), ("ddpm_cond", {"train": {"cond_drop_prob": 0.2}}), ("classifier", {}),
-                         ("ddpm", {})):
+                         ("ddpm", {}), ("mt_mask", {}), ("segmenter", {})):
         cfg = load_config(None, {**TINY, "model": model, "train": {**TINY["train"], **extra.get("train", {})}})
         train(cfg, root / model, progress=False, log=lambda *_: None)
         out[model] = root / model
@@ -42,7 +42,6 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_sweep_records_carry_guidance_and_scale(runs, tmp_path):
     files = []
     for model, guidance in (("mt_label", "head"), ("ddpm_cond", "cfg")):
@@ -75,6 +74,25 @@ def test_sweep_records_carry_guidance_and_scale(runs, tmp_path):
     with pytest.raises(ConfigError, match="guidance_scale=-1"):
         guidance_sweep.sweep(runs["mt_label"], runs["classifier"], runs["weights"], tmp_path / "x.jsonl",
                              scales=[-1.0])
+
+
+def test_mask_to_image_records_for_mt_and_the_universal_baseline(runs, tmp_path):
+    from mtdiff.mask_to_image import evaluate_mask_to_image
+
+    for model, route in (("mt_mask", "mt_head"), ("ddpm", "ddpm_universal")):
+        out = tmp_path / f"m2i_{model}.jsonl"
+        evaluate_mask_to_image(runs[model], runs["segmenter"], runs["weights"], out, scales=[0.0, 1.0], num_samples=12,
+                               samples_root=tmp_path / model, log=lambda *_: None)
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        assert {r["metric"] for r in lines} == {"m2i_miou", "m2i_pixel_accuracy", "m2i_fid", "m2i_kid_mean",
+                                                 "m2i_kid_std"}
+        for r in lines:
+            MetricRecord.from_dict(r)
+            assert r["extra"]["route"] == route and r["extra"]["guidance_scale"] in (0.0, 1.0)
+        assert all(0 <= r["value"] <= 1 for r in lines if r["metric"] == "m2i_miou")
+        assert (tmp_path / model / "s1" / "grid.png").is_file()
+    with pytest.raises(ConfigError, match="needs mt_mask / mt_all, or ddpm"):
+        evaluate_mask_to_image(runs["mt_label"], runs["segmenter"], runs["weights"], tmp_path / "x.jsonl")
 
 
 def test_elbo_joint_is_the_image_error_plus_the_weighted_label_error():
