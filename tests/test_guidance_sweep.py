@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from mtdiff import guidance_sweep, report_guidance, samplers
+from mtdiff import guidance_sweep, samplers
+from mtdiff.report import guidance as report_guidance
 from mtdiff.config import load_config
 from mtdiff.errors import ConfigError
 from mtdiff.metrics import PROTOCOL_FIELDS, MetricRecord

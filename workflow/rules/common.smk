@@ -406,3 +406,38 @@ def extractor_args(wc):
     """`--extractor-weights` for the domain extractor (see extractor_input)."""
     files = extractor_input(wc)
     return f"--extractor-weights {files[0]}" if files else ""
+
+
+# Guided conditional generation and mask-to-image (workflow/rules/guidance.smk).
+def guidance_models(dataset):
+    d = ds(dataset)
+    if not d.get("guidance_sweep", True) or "classifier" not in d["models"]:
+        return []  # conditional accuracy needs the trained classifier as judge
+    return [m for m in d["models"] if m in LABEL_CONDITIONED]
+
+
+def guidance_records(dataset):
+    return [
+        f"{RESULTS}/{dataset}/metrics/guidance_{m}_seed{s}.jsonl"
+        for m in guidance_models(dataset)
+        for s in ds(dataset)["seeds"]
+    ]
+
+
+def guidance_outputs():
+    out = [f"{RESULTS}/{dataset}/report/guidance.png" for dataset in DATASETS if guidance_models(dataset)]
+    return out + [f for dataset in DATASETS for f in mask_to_image_records(dataset)]
+
+
+def mask_to_image_records(dataset):
+    """Mask-to-image records (opt-in: datasets.<name>.mask_to_image: true): mt_mask / mt_all with
+    head guidance on the mask, and ddpm with segmenter (universal) guidance as the baseline."""
+    d = ds(dataset)
+    if not d.get("mask_to_image", False) or "segmenter" not in d["models"]:
+        return []
+    return [
+        f"{RESULTS}/{dataset}/metrics/m2i_{m}_seed{s}.jsonl"
+        for m in d["models"]
+        if m in {"mt_mask", "mt_all", "ddpm"}
+        for s in d["seeds"]
+    ]

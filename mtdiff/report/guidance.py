@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from mtdiff.errors import ConfigError, MtdiffError
-from mtdiff.utils import _atomic_path, atomic_write_text
+from mtdiff.io import atomic_path as _atomic_path
+from mtdiff.io import atomic_write_text
 
 COLUMNS = {"guided_cond_accuracy": "accuracy", "guided_cond_fid": "fid", "guided_cond_kid_mean": "kid"}
 
