@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mtdiff.guidance_sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run folder of ddpm_cond or an MT model with a label modality")
     p.add_argument("--judge", required=True, help="run folder of a trained classifier")
-    p.add_argument("--extractor-weights", required=True)
+    p.add_argument("--extractor-weights", default=None,
+                   help="domain extractor weights (not needed with eval.extractor: inception)")
     p.add_argument("--out", required=True, help="JSONL records file to write")
     p.add_argument("--samples-root", default=None, help="keep each scale's samples under this folder (s<scale>/)")
     p.add_argument("--guidance", default=None, help="head | cfg (default: head for MT models, cfg for ddpm_cond)")

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mtdiff.mask_to_image", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="mt_mask / mt_all run, or a ddpm run (universal-guidance baseline)")
     p.add_argument("--segmenter", required=True, help="run folder of the trained segmenter (judge and baseline guide)")
-    p.add_argument("--extractor-weights", required=True)
+    p.add_argument("--extractor-weights", default=None,
+                   help="domain extractor weights (not needed with eval.extractor: inception)")
     p.add_argument("--out", required=True)
     p.add_argument("--scales", default="0,1,4", help="comma-separated guidance scales >= 0")
     p.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples")

@@ -19,7 +19,7 @@ from mtdiff.errors import ConfigError
 from conftest import CONDA_TO_PYPI, ENV, ROOT, SNAKEMAKE, requirement_name
 
 GPU_CONFIGS = ("cifar10", "pets", "imagenet64")
-PROFILES = ("default", "local-gpu", "slurm")
+PROFILES = ("default", "local-gpu", "slurm", "slurm-gres")
 
 
 def dry_run(*args, cwd=ROOT):
@@ -272,3 +272,18 @@ def test_environment_files_list_what_pyproject_lists(env_file):
     if env_file == "environment-gpu.yml":
         torch_spec = next(d for d in env["dependencies"] if isinstance(d, str) and requirement_name(d) == "pytorch")
         assert torch_spec.split()[-1] == "cuda*" and "<=2.14.1" in torch_spec
+
+
+def test_gres_profile_asks_for_gpus_as_gres_and_matches_the_slurm_profile(tmp_path):
+    slurm = load_yaml(ROOT / "workflow/profiles/slurm/config.yaml")
+    gres = load_yaml(ROOT / "workflow/profiles/slurm-gres/config.yaml")
+    assert gres.pop("config") == ["gpu_request=gres"] and gres == slurm
+    # results through a second configfile: a --config on the command line would replace the
+    # profile's `config` list (the profile says so)
+    (tmp_path / "results.yaml").write_text(f"results: {tmp_path}/results\n")
+    res = dry_run("--workflow-profile", "workflow/profiles/slurm-gres", "--configfile", "config/imagenet64.yaml",
+                  str(tmp_path / "results.yaml"))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    trains = job_blocks(res.stdout, "train")
+    assert trains and all("gres=gpu:4" in b and "gpu=0" in b for b in trains)
+    assert all("gres=gpu:1" in b and "gpu=0" in b for b in job_blocks(res.stdout, "fid"))

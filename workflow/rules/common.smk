@@ -335,6 +335,22 @@ def data_args(dataset):
     return " ".join(args)
 
 
+# How a job asks SLURM for GPUs: `gpus` (resource gpu=N -> sbatch --gpus=N, the default) or
+# `gres` (resource gres="gpu:N" -> sbatch --gres=gpu:N, for sites that accept only --gres; the
+# slurm-gres profile sets it). The two are mutually exclusive in the SLURM executor plugin.
+GPU_REQUEST = config.get("gpu_request", "gpus")
+
+
+def as_gpu(n):
+    """Resource `gpu` of a job that needs `n` GPUs (0 when they are asked for as gres)."""
+    return n if GPU_REQUEST == "gpus" else 0
+
+
+def as_gres(n):
+    """Resource `gres` of a job that needs `n` GPUs ("" unless gpu_request is gres)."""
+    return f"gpu:{n}" if GPU_REQUEST == "gres" and n else ""
+
+
 def sample_gpus(dataset):
     """GPUs a sampling / curve job asks the scheduler for (resource `gpu`): 1 where training
     asks for GPUs (train_gpus > 0; sampling uses one, device auto), else 0."""

@@ -24,7 +24,8 @@ rule reference_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         config=lambda wc: run_config(wc.dataset),
@@ -50,7 +51,8 @@ rule anchors:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         config=lambda wc: run_config(wc.dataset),
@@ -78,7 +80,8 @@ rule fid:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
@@ -103,7 +106,8 @@ rule fid_conditional:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # Inception features on the GPU of GPU configs
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
@@ -130,7 +134,8 @@ rule curve:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # sampling and Inception features on the GPU
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # sampling and Inception features on the GPU
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),

@@ -22,7 +22,8 @@ rule guidance_sweep:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
@@ -74,7 +75,8 @@ rule mask_to_image:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),

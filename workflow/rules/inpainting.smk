@@ -29,7 +29,8 @@ rule inpainting:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
     shell:

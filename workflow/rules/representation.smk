@@ -22,7 +22,8 @@ rule representation:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate representation --run $(dirname {input.final}) "
         "--extractor-weights {input.extractor} --out {output} > {log} 2>&1"

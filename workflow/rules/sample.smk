@@ -21,7 +21,8 @@ rule sample:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),  # 1 for GPU configs, 0 for CPU ones
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # 1 for GPU configs, 0 for CPU ones
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples/{wc.model}/seed{wc.seed}",
@@ -46,7 +47,8 @@ rule sample_conditional:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: sample_gpus(wc.dataset),
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",

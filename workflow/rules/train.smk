@@ -18,7 +18,8 @@ rule train:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
     resources:
-        gpu=lambda wc: train_gpus(wc.dataset),  # 0 for CPU configs: no constraint, no GPU request
+        gpu=lambda wc: as_gpu(train_gpus(wc.dataset)),  # 0 for CPU configs: no constraint, no GPU request
+        gres=lambda wc: as_gres(train_gpus(wc.dataset)),
     params:
         config=lambda wc: run_config(wc.dataset),
         overrides=lambda wc: run_overrides(wc.dataset, wc.model),
