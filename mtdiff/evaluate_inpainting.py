@@ -110,7 +110,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
         errors = summary(hidden_region_errors(done, images, keep))
         fid_values, ext_name = {}, None
         if weights is not None or first_cfg.eval.extractor == "inception":
-            fid_values, ext_name, _ = _fidelity(cfg or first_cfg, done, reference, weights, cache_dir, cache)
+            fid_values, ext_name, _, _ = _fidelity(cfg or first_cfg, done, reference, weights, cache_dir, cache)
         completions[method] = done
         records.extend(inpainting_records(
             dataset=first_cfg.data.dataset, model=model_name, method=method, seed=cfg.train.seed if cfg else 0,

@@ -72,7 +72,7 @@ def representation(run, out, *, weights=None, num_samples=None, batch_size=None,
     records = [_record(**common, metric=k, value=v, wall_time_s=wall, extra=dict(extra)) for k, v in values.items()]
     if weights is not None or cfg.eval.extractor == "inception":
         reference = load_split(cfg, cfg.eval.reference_split, in_memory=True).images
-        fid, name, fwall = _fidelity(cfg, images, reference, weights, cache_dir,
+        fid, name, fwall, _ = _fidelity(cfg, images, reference, weights, cache_dir,
                                      f"{cfg.data.dataset}-{cfg.eval.reference_split}")
         records += [_record(**common, reference_split=cfg.eval.reference_split, n_reference=int(len(reference)),
                             extractor=name, metric=k, value=v, wall_time_s=fwall, extra=dict(extra, condition="none"))

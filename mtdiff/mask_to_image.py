@@ -110,7 +110,7 @@ def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0
             pred = seg(images).argmax(1)
         sm = segmentation_metrics(masks.numpy(), pred.numpy(), seg.mask.num_classes)
         u8 = to_uint8(images)
-        fid, name, fid_wall = evaluate._fidelity(cfg, u8.numpy(), reference, weights)
+        fid, name, fid_wall, _ = evaluate._fidelity(cfg, u8.numpy(), reference, weights)
         if samples_root is not None:
             folder = Path(samples_root) / f"s{scale:g}"
             folder.mkdir(parents=True, exist_ok=True)

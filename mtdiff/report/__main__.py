@@ -13,7 +13,7 @@ from mtdiff.report.cli import add_report_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mtdiff.report")
+    parser = argparse.ArgumentParser(prog="mtdiff")  # usage reads "mtdiff report ...", as the CLI
     add_report_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
