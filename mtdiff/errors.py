@@ -5,6 +5,8 @@ Every check on user input (config values, dataset paths, checkpoints, sample fol
 and what to change. ``mtdiff.cli`` prints ``error: <message>`` and exits with status 2.
 """
 
+import sys
+
 
 class MtdiffError(Exception):
     """Base class of the errors mtdiff reports to the user as one line."""
@@ -26,3 +28,14 @@ def choice_error(option: str, value, accepted) -> ConfigError:
     """``ConfigError`` for a value outside a known set, listing the accepted ones."""
     accepted = sorted(accepted)
     return ConfigError(f"{option}={value!r} is not known; accepted: {', '.join(map(str, accepted))}")
+
+
+def exit_status(work) -> int:
+    """Run an entry point's ``work()``: status 0 when it succeeds; a :class:`MtdiffError`
+    becomes one line, ``error: <message>`` on stderr, and status 2 (no traceback)."""
+    try:
+        work()
+    except MtdiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

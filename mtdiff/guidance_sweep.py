@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mtdiff.errors import ConfigError, MtdiffError, choice_error
+from mtdiff.errors import ConfigError, exit_status, choice_error
 
 METRIC_PREFIX = "guided_"
 SWEEP_METRICS = ("guided_cond_accuracy", "guided_cond_fid", "guided_cond_kid_mean", "guided_cond_kid_std")
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None)
     a = p.parse_args(argv)
-    try:
+
+    def work():
         scales = None
         if a.scales is not None:
             try:
@@ -101,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--scales {a.scales!r}: accepted: comma-separated numbers >= 0") from None
         sweep(a.run, a.judge, a.extractor_weights, a.out, samples_root=a.samples_root, guidance=a.guidance,
               scales=scales, num_samples=a.num_samples, seed=a.seed, cache_dir=a.cache_dir)
-    except MtdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(work)
 
 
 if __name__ == "__main__":

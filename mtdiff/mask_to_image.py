@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mtdiff.errors import ConfigError, MtdiffError
+from mtdiff.errors import ConfigError, exit_status
 from mtdiff.samplers import check_guidance, sample, timesteps
 
 
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-root", default=None, help="write a grid per scale under this folder")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    try:
+
+    def work():
         try:
             scales = [float(s) for s in a.scales.split(",")]
         except ValueError:
@@ -150,10 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory():
             evaluate_mask_to_image(a.run, a.segmenter, a.extractor_weights, a.out, scales=scales,
                                    num_samples=a.num_samples, seed=a.seed, samples_root=a.samples_root)
-    except MtdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(work)
 
 
 if __name__ == "__main__":

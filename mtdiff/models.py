@@ -1,21 +1,9 @@
-"""Every model of the benchmark, registered by name in :data:`MODELS`.
+"""The networks of the benchmark's models: one shared backbone family (:class:`mtdiff.nets.UNet`)
+and the same heads for every model, so comparisons are at equal architecture.
 
-All share one backbone family (:class:`mtdiff.nets.UNet`) and the same heads, so comparisons
-are at equal architecture:
-
-=============  ===========  ====================================================================
-name           kind         what it is
-=============  ===========  ====================================================================
-ddpm           diffusion    image only: MT-Diffusion with no extra modality == plain DDPM
-ddpm_cond      diffusion    class-conditional DDPM (label embedding, the paper's ADM-cond)
-classifier     classifier   backbone encoder + the label head, cross-entropy on clean images
-segmenter      segmenter    backbone + the mask head, cross-entropy on clean images
-mt_label       diffusion    MT-Diffusion, image + label (the paper's joint image-label model)
-mt_mask        diffusion    MT-Diffusion, image + semantic mask
-mt_masked      diffusion    MT-Diffusion, image + masked image (the paper's masked-image training)
-mt_all         diffusion    MT-Diffusion, image + label + mask (beyond the paper's two modalities)
-mt_repr        diffusion    MT-Diffusion, image + representation (domain-extractor features)
-=============  ===========  ====================================================================
+What each model is (kind, modalities, heads, baselines) is its entry in
+:data:`mtdiff.registry.MODELS`, which lists them all; :func:`build_model` builds the network of
+an entry, and :func:`check_config` checks a config against the registries.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ environment (workflow/envs/report.yaml), which has no torch.
 import argparse
 import sys
 
-from mtdiff.errors import MtdiffError
+from mtdiff.errors import exit_status
 from mtdiff.report.cli import add_report_parser
 
 
@@ -20,12 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        args.func(args)
-    except MtdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtdiff.errors import ConfigError, MtdiffError
+from mtdiff.errors import ConfigError, exit_status
 from mtdiff.io import atomic_path as _atomic_path
 from mtdiff.io import atomic_write_text
 
@@ -69,16 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", required=True, help="PNG to write")
     p.add_argument("--table", required=True, help="CSV to write")
     a = p.parse_args(argv)
-    try:
+
+    def work():
         table = sweep_table(a.records)
         Path(a.table).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(a.table, table.to_csv(index=False))
         plot_sweep(table, a.plot)
         print(table.to_string(index=False))
-    except MtdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(work)
 
 
 if __name__ == "__main__":
