@@ -221,6 +221,7 @@ def sample_args(dataset, model):
     the samples through these (and reruns the sampling jobs, not training)."""
     s = run_value(dataset, "sample", model)
     args = f"--sampler {s['sampler']} --steps {s['steps']} --eta {s['eta']} --seed {s['seed']} --batch-size {s['batch_size']}"
+    args += f" --guidance {s['guidance']} --guidance-scale {s['guidance_scale']}"  # conditional samples only
     return args + ("" if s["ema"] else " --no-ema") + ("" if s["clip_x0"] else " --no-clip")
 
 
