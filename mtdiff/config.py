@@ -12,8 +12,9 @@ set of choices, or the name of a registry such as ``models``). :func:`load_confi
 of them for every source (YAML file, workflow ``overrides``, ``--set``) and the consistency of
 fields with each other; the checks that need the registries (model vs dataset, encoders, the
 terminal condition of eq. 5) are :func:`mtdiff.models.check_config`, which resolves the
-registry names declared here. This module imports nothing else from mtdiff but its errors, so
-every other module may import it.
+registry names declared here. This module imports nothing of mtdiff but its errors and two
+other leaves (mtdiff.options: what a field accepts; mtdiff.io: the YAML reader), so every other
+module may import it.
 
 Units follow NVlabs/edm: budgets in thousands of images (``*_kimg``), so a change of batch
 size keeps the number of images seen.
@@ -23,78 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 import yaml
 
-from mtdiff.errors import ConfigError, choice_error
-
-# --------------------------------------------------------------------------------------------
-# What a field accepts, declared beside the field.
-
-
-@dataclass(frozen=True)
-class Accepts:
-    """Valid values of one option: numbers in a range, one of ``choices``, a name in the
-    registry ``registry`` (resolved by mtdiff.models.check_config), or a ``pattern``. For tuple
-    fields the rule applies to every item and ``min_items`` bounds the length."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple | None = None
-    registry: str | None = None
-    pattern: str | None = None
-    min_items: int = 0
-
-    def describe(self, integer: bool = False) -> str:
-        if integer and self.choices is None and self.pattern is None and self.registry is None:
-            return self.describe().replace("a finite number", "an integer")
-        if self.choices is not None:
-            return ", ".join(map(str, self.choices))
-        if self.pattern is not None:
-            return f"a string matching {self.pattern}"
-        lo = f"> {self.gt:g}" if self.gt is not None else (f">= {self.ge:g}" if self.ge is not None else "")
-        hi = f"< {self.lt:g}" if self.lt is not None else (f"<= {self.le:g}" if self.le is not None else "")
-        return "a finite number " + " and ".join(p for p in (lo, hi) if p) if lo or hi else "a finite number"
-
-    def ok(self, value: Any, choices: Collection | None = None) -> bool:
-        if self.registry is not None:
-            return choices is None or value in choices
-        if self.choices is not None:
-            return value in self.choices
-        if self.pattern is not None:
-            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return (math.isfinite(value)
-                    and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                    and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
-        return True
-
-
-def opt(default: Any = dataclasses.MISSING, *, factory: Callable | None = None, **accepts) -> Any:
-    """A dataclass field with its valid values (see :class:`Accepts`) in its metadata."""
-    meta = {"accepts": Accepts(**accepts)}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-POSITIVE = {"gt": 0}  # a finite number > 0
-COUNT = {"ge": 1}  # an integer >= 1
-PROBABILITY = {"ge": 0, "lt": 1}  # [0, 1)
-FRACTION = {"ge": 0, "le": 1}  # [0, 1]
-# Largest batch, sample count or width accepted: far above anything these datasets or a GPU's
-# memory allow, it stops typos (a batch of 10**9) before they try to allocate.
-MAX_COUNT = 2**20
-
+from mtdiff.errors import ConfigError
+from mtdiff.io import load_yaml, parse_yaml  # noqa: F401 (mtdiff.config.load_yaml: the YAML reader of every config)
+from mtdiff.options import COUNT, FRACTION, MAX_COUNT, POSITIVE, PROBABILITY, check_values, opt
 
 @dataclass
 class DataConfig:
@@ -418,53 +358,6 @@ def flatten_dotted(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-# --------------------------------------------------------------------------------------------
-# YAML with duplicate keys refused: PyYAML silently keeps the last of two equal keys, which
-# hides a pasted `train:` section. Every config file of mtdiff and the workflow is read here.
-
-
-class _DuplicateKey(yaml.constructor.ConstructorError):
-    pass
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping naming the same key twice."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _DuplicateKey(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """YAML ``text`` parsed with duplicate keys refused; errors are one line naming ``source``."""
-    try:
-        return yaml.load(text, Loader=UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        if isinstance(exc, _DuplicateKey):
-            raise ConfigError(f"{source}: {problem}{where}; a mapping may name each key once") from None
-        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from None
-
-
-def load_yaml(path: str | Path) -> Any:
-    """A YAML file, duplicate keys refused; a missing or unreadable file is a one-line ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not readable text ({type(exc).__name__})") from None
-    return parse_yaml(text, repr(str(path)))
-
-
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["train.lr=1e-3", "net.channel_mult=[1,2,2]"]`` -> nested dict (values parsed as YAML)."""
     flat: dict = {}
@@ -512,49 +405,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 def config_from_dict(values: dict) -> RunConfig:
     """Rebuild a saved (resolved) config, e.g. from a checkpoint."""
     return load_config(None, values)
-
-
-# --------------------------------------------------------------------------------------------
-# Checks
-
-
-def _fields(obj: Any, prefix: str = ""):
-    """(dotted key, value, Accepts | None) of every leaf field of a config dataclass."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            yield from _fields(value, key + ".")
-        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
-            for name, sub in value.items():
-                yield from _fields(sub, f"{key}.{name}.")
-        else:
-            yield key, value, f.metadata.get("accepts")
-
-
-def check_values(cfg: RunConfig, registry: Callable[[str, str], Collection] | None = None) -> None:
-    """Every field against what it declares it accepts; raises a one-line ConfigError naming
-    the key, the value and what is accepted. ``registry(name, key)`` returns the names of a
-    registry (mtdiff.models.check_config passes it); without it registry fields are skipped."""
-    for key, value, accepts in _fields(cfg):
-        if accepts is None or value is None:
-            continue
-        if accepts.registry is not None and registry is None:
-            continue
-        choices = registry(accepts.registry, key) if accepts.registry is not None else None
-        if isinstance(value, tuple):
-            if len(value) < accepts.min_items:
-                raise ConfigError(f"{key}={list(value)!r} is not accepted; accepted: at least "
-                                  f"{accepts.min_items} value(s), each {accepts.describe(True)}")
-            for i, item in enumerate(value):
-                if not accepts.ok(item, choices):
-                    raise ConfigError(f"{key}[{i}]={item!r} is not accepted; accepted: "
-                                      f"{accepts.describe(isinstance(item, int))}")
-        elif not accepts.ok(value, choices):
-            if choices is not None:
-                raise choice_error(key, value, choices)
-            raise ConfigError(f"{key}={value!r} is not accepted; accepted: "
-                              f"{accepts.describe(isinstance(value, int) and not isinstance(value, bool))}")
 
 
 def check_consistency(cfg: RunConfig) -> None:

@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from mtdiff.errors import MtdiffError
+import yaml
+
+from mtdiff.errors import ConfigError, MtdiffError
 
 
 class JsonLinesError(MtdiffError, ValueError):
@@ -143,3 +145,50 @@ __all__ = [
     "read_json",
     "read_jsonl",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with duplicate keys refused: PyYAML silently keeps the last of two equal keys, which
+# hides a pasted `train:` section. Every config file of mtdiff and the workflow is read here.
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping naming the same key twice."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """YAML ``text`` parsed with duplicate keys refused; errors are one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, _DuplicateKey):
+            raise ConfigError(f"{source}: {problem}{where}; a mapping may name each key once") from None
+        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file, duplicate keys refused; a missing or unreadable file is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not readable text ({type(exc).__name__})") from None
+    return parse_yaml(text, repr(str(path)))

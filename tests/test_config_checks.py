@@ -255,9 +255,9 @@ def test_cli_refuses_before_writing_anything(tmp_path):
 
 
 def test_config_is_a_leaf_module():
-    """mtdiff.config imports nothing of mtdiff but its errors (no cycle through models)."""
+    """mtdiff.config imports nothing of mtdiff but its errors and two leaves (no cycle through models)."""
     code = ("import sys, mtdiff.config; "
             "print(sorted(m for m in sys.modules if m.startswith('mtdiff')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "['mtdiff', 'mtdiff.config', 'mtdiff.errors']"
+    assert res.stdout.strip() == "['mtdiff', 'mtdiff.config', 'mtdiff.errors', 'mtdiff.io', 'mtdiff.options']"
