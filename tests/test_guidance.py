@@ -14,11 +14,8 @@ from test_models import T, _batch, _model, _perturb
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """One torch thread for the whole module (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

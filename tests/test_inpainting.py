@@ -28,11 +28,8 @@ NET = {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16, "channe
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """One torch thread for the whole module (conftest.one_torch_thread)."""
 
 
 def _tiny(model):

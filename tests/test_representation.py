@@ -20,11 +20,8 @@ INFO = SimpleNamespace(channels=1, image_size=8, num_classes=10, num_mask_classe
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """One torch thread for the whole module (conftest.one_torch_thread)."""
 
 
 @pytest.fixture()
