@@ -36,7 +36,7 @@ import torch
 # imports torch-fidelity (seconds) on first use of one of them only, so `evaluate task` and
 # `evaluate conditional` never pay for it (PEP 562, mtdiff/metrics/__init__.py).
 from mtdiff import metrics
-from mtdiff.config import RunConfig, config_from_dict, load_config
+from mtdiff.config import RunConfig, config_from_dict, load_config, merge, parse_overrides
 from mtdiff.errors import ConfigError
 from mtdiff.io import atomic_write_text
 from mtdiff.metrics.records import MetricRecord, append_records
@@ -179,11 +179,11 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None, progr
 
 
 def generation(samples, weights, out, *, metric_prefix: str = "", append=False, cache_dir=None,
-               config: RunConfig | None = None, progress="none") -> list[dict]:
+               config: RunConfig | None = None, progress="none", overrides: list[str] | None = None) -> list[dict]:
     """FID/KID (precision/recall) of a sample folder against the reference split (``out``
     None: the records are returned, not written)."""
     arrays, meta = _samples(samples)
-    cfg = config or _run_config(meta["run"])
+    cfg = config or _run_config(meta["run"], overrides)
     reference = _reference(cfg)
     values, name, wall, cache = _fidelity(cfg, arrays["images"], reference, weights, cache_dir,
                                           f"{cfg.data.dataset}-{cfg.eval.reference_split}", progress)
@@ -201,18 +201,30 @@ def generation(samples, weights, out, *, metric_prefix: str = "", append=False, 
     return records
 
 
-def _run_config(run) -> RunConfig:
+def _run_config(run, overrides: list[str] | None = None) -> RunConfig:
+    """The run's saved config with ``overrides`` (``KEY=VALUE`` pairs, as ``--set``) on top.
+
+    The workflow passes the current values of the sections a job reads (eval, inference,
+    sample): a run folder keeps those of training time, so without them a job rerun after a
+    config edit would measure with the old values."""
     run = Path(run)
     saved = run / "config.yaml" if run.is_dir() else None
     if saved is not None and saved.exists():
-        return config_from_dict(read_run_config(saved))  # one-line error naming the file if invalid
-    return config_from_dict(read_checkpoint(run)["config"])
+        values = read_run_config(saved)  # one-line error naming the file if invalid
+    else:
+        values = read_checkpoint(run)["config"]
+    if overrides:
+        values = merge(values, parse_overrides(overrides))
+    return config_from_dict(values)
 
 
-def task(run, task_name: str, out, *, procedure=None, split="test", append=False, seed=0) -> list[dict]:
+def task(run, task_name: str, out, *, procedure=None, split="test", append=False, seed=0,
+         overrides: list[str] | None = None) -> list[dict]:
     """Accuracy (labels) or mean IoU and pixel accuracy (masks) of a model on a real split."""
     pred_file = Path(out).with_suffix(f".{task_name}.npz")
-    proto = predict_split(run, pred_file, task=task_name, split=split, procedure=procedure, seed=seed)
+    inf = _run_config(run, overrides).inference
+    proto = predict_split(run, pred_file, task=task_name, split=split, procedure=procedure, seed=seed,
+                          t_infer=inf.t_infer, num_draws=inf.num_draws, elbo_timesteps=inf.elbo_timesteps)
     with np.load(pred_file) as data:
         true, pred = data["true"], data["pred"]
     _, _, cfg, info, _ = load_run(run)
@@ -280,14 +292,14 @@ def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) 
 
 
 def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None, seed: int = 0,
-          progress="none") -> list[dict]:
+          progress="none", overrides: list[str] | None = None) -> list[dict]:
     """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
     (final checkpoint), with ``eval.curve_num_samples`` images per point."""
     # lazy: mtdiff.sample imports torchvision (through mtdiff.viz; ~165 MB of memory, measured),
     # and mtdiff.cli imports this module for every command; only the curve samples images
     from mtdiff.sample import generate
 
-    cfg = _run_config(run)
+    cfg = _run_config(run, overrides)
     run = Path(run)
     points: list[tuple[Path, int]] = []
     if what in ("steps", "both"):
@@ -380,10 +392,13 @@ def add_evaluate_parser(sub) -> None:
     q.add_argument("--samples", required=True)
     q.add_argument("--extractor-weights")
     q.add_argument("--metric-prefix", default="", help="e.g. cond_ for conditional FID")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
     q.add_argument("--cache-dir", help="folder of cached reference features (evaluate reference)")
     add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: generation(a.samples, a.extractor_weights, a.out, metric_prefix=a.metric_prefix,
-                                             append=a.append, cache_dir=a.cache_dir, progress=a.progress))
+                                             append=a.append, cache_dir=a.cache_dir, progress=a.progress,
+                                             overrides=a.overrides))
 
     q = ev.add_parser("task", help="accuracy / mean IoU of a model on a real split")
     common(q, config=False)
@@ -391,7 +406,10 @@ def add_evaluate_parser(sub) -> None:
     q.add_argument("--task", required=True, choices=["label", "mask"])
     q.add_argument("--procedure", default=None, help="MT models: head | elbo | elbo_joint (labels)")
     q.add_argument("--split", default="test", choices=["train", "test"])
-    q.set_defaults(func=lambda a: task(a.run, a.task, a.out, procedure=a.procedure, split=a.split, append=a.append))
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
+    q.set_defaults(func=lambda a: task(a.run, a.task, a.out, procedure=a.procedure, split=a.split, append=a.append,
+                                       overrides=a.overrides))
 
     q = ev.add_parser("conditional", help="accuracy of class-conditional samples, by a trained classifier")
     common(q, config=False)
@@ -412,10 +430,12 @@ def add_evaluate_parser(sub) -> None:
     q.add_argument("--run", required=True)
     q.add_argument("--extractor-weights")
     q.add_argument("--what", default="both", choices=["steps", "nfe", "both"])
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
     q.add_argument("--cache-dir", help="folder of cached reference features (evaluate reference)")
     add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: curve(a.run, a.extractor_weights, a.out, what=a.what, append=a.append,
-                                        cache_dir=a.cache_dir, progress=a.progress))
+                                        cache_dir=a.cache_dir, progress=a.progress, overrides=a.overrides))
 
     q = ev.add_parser("reference", help="cache the reference split's features once, for --cache-dir")
     q.add_argument("--config", help="run config YAML (its data and eval sections)")

@@ -38,7 +38,8 @@ def scale_folder(root: str | Path, scale: float) -> Path:
 
 
 def sweep(run, judge, weights, out, *, samples_root=None, guidance: str | None = None, scales=None,
-          num_samples: int | None = None, seed: int = 0, cache_dir=None, log=print) -> list[dict]:
+          num_samples: int | None = None, seed: int = 0, cache_dir=None, overrides: list[str] | None = None,
+          log=print) -> list[dict]:
     """Run the sweep of one trained run; returns the records (also written to ``out``)."""
     from mtdiff import evaluate
     from mtdiff.samplers import GUIDANCES, check_guidance
@@ -46,6 +47,8 @@ def sweep(run, judge, weights, out, *, samples_root=None, guidance: str | None =
     from mtdiff.train import load_run
 
     model, _, cfg, info, _ = load_run(run, device="cpu")
+    if overrides:  # the workflow's current eval / sample values (the run folder keeps training time's)
+        cfg = evaluate._run_config(run, overrides)
     if model.kind != "diffusion" or not (model.class_conditional or "label" in model.modalities):
         raise ConfigError(f"run {str(run)!r} (model={cfg.model}) cannot generate given a class; the sweep needs "
                           f"ddpm_cond or an MT model with a label modality")
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
     a = p.parse_args(argv)
 
     def work():
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 raise ConfigError(f"--scales {a.scales!r}: accepted: comma-separated numbers >= 0") from None
         sweep(a.run, a.judge, a.extractor_weights, a.out, samples_root=a.samples_root, guidance=a.guidance,
-              scales=scales, num_samples=a.num_samples, seed=a.seed, cache_dir=a.cache_dir)
+              scales=scales, num_samples=a.num_samples, seed=a.seed, cache_dir=a.cache_dir, overrides=a.overrides)
 
     return exit_status(work)
 

@@ -24,7 +24,8 @@ from mtdiff.utils import resolve_device
 
 
 def predict_split(run, out, *, task: str, split: str = "test", procedure: str | None = None,
-                  t_infer: int | None = None, num_draws: int | None = None, batch_size: int = 256,
+                  t_infer: int | None = None, num_draws: int | None = None, elbo_timesteps: int | None = None,
+                  batch_size: int = 256,
                   seed: int = 0, device: str = "auto", ema: bool = True, log=print) -> dict:
     dev = resolve_device(device)
     model, diffusion, cfg, info, state = load_run(run, use_ema=ema, device=dev)
@@ -32,6 +33,7 @@ def predict_split(run, out, *, task: str, split: str = "test", procedure: str | 
     procedure = procedure or (inf.label_procedure if task == "label" else inf.mask_procedure)
     t_infer = t_infer or inf.t_infer
     num_draws = num_draws or inf.num_draws
+    elbo_timesteps = elbo_timesteps or inf.elbo_timesteps
     data = load_split(cfg, split, in_memory=True)
     truth = data.labels if task == "label" else data.masks
     if truth is None:
@@ -42,7 +44,7 @@ def predict_split(run, out, *, task: str, split: str = "test", procedure: str | 
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(dev)
         preds.append(predict(model, diffusion, images, task, procedure=procedure, t_infer=t_infer,
-                             num_draws=num_draws, elbo_timesteps=inf.elbo_timesteps, generator=g).cpu())
+                             num_draws=num_draws, elbo_timesteps=elbo_timesteps, generator=g).cpu())
     pred = torch.cat(preds).numpy()
     wall = time.time() - t0
     out = Path(out)

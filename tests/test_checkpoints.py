@@ -190,3 +190,16 @@ def test_restart_on_change_sets_the_old_run_aside(tmp_path):
     assert (tmp_path / "run" / "checkpoints.replaced").is_dir()
     assert_same_state(weights(tmp_path / "run"), weights(tmp_path / "fresh"))
     assert _log_steps(tmp_path / "run") == _log_steps(tmp_path / "fresh")
+
+
+def test_evaluate_reads_the_current_settings_over_the_run_folders(tmp_path):
+    """A run folder keeps the eval / inference values of training time; `mtdiff evaluate ...
+    --set` (what the workflow passes) measures with the current ones instead."""
+    from mtdiff.config import load_config
+    from mtdiff.evaluate import _run_config
+
+    cfg = load_config(None, {"eval": {"kid_subset_size": 100}, "inference": {"num_draws": 4}})
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    assert _run_config(tmp_path).eval.kid_subset_size == 100
+    cfg = _run_config(tmp_path, ["eval.kid_subset_size=7", "inference.num_draws=2", 'inference.label_procedure="elbo"'])
+    assert (cfg.eval.kid_subset_size, cfg.inference.num_draws, cfg.inference.label_procedure) == (7, 2, "elbo")

@@ -133,6 +133,14 @@ def test_config_edit_reruns_exactly_the_jobs_it_affects(tmp_path):
     for untouched in ("prepare_data", "train", "train_extractor", "anchors", "task"):
         assert untouched not in plan, plan
     assert "--steps 4" in res.stdout  # the new value reaches the command
+    assert "--set sample.steps=4" in res.stdout  # ... and the curve jobs (not the run folder's old value)
+
+    run_cfg.write_text(base.replace("inference: {num_draws: 1,", "inference: {num_draws: 2,"))
+    res = snakemake(tmp_path, config, "-n", "-p")
+    plan = _planned(res)
+    assert plan.get("task", 0) >= 1 and "--set inference.num_draws=2" in res.stdout, str(plan)
+    for untouched in ("prepare_data", "train", "sample", "anchors"):
+        assert untouched not in plan, plan
 
     run_cfg.write_text(base.replace("precision: fp32}", "precision: fp32, lr: 0.001}"))
     plan = _planned(snakemake(tmp_path, config, "-n"))

@@ -209,6 +209,25 @@ def config_params(dataset, model=None, *, only=None, without=()):
     return json.dumps(kept, sort_keys=True)
 
 
+def current_settings(sections):
+    """A params function: `--set` pairs of the resolved run config's `sections` (e.g. eval,
+    inference) for an `mtdiff evaluate` job, which otherwise reads the run folder's config.yaml
+    of training time: after a config edit its rerun (the params trigger of config_params)
+    measures with the new values."""
+
+    def settings(wc):
+        import json
+        import shlex
+
+        from mtdiff.config import flatten_dotted
+
+        model = getattr(wc, "model", None)
+        flat = flatten_dotted({s: run_value(wc.dataset, s, model) for s in sections})
+        return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in flat.items())
+
+    return settings
+
+
 def train_params(wc):
     """What a trained model depends on: its whole run config but the sampling and evaluation
     sections, and the keys the job sets itself (seed from the wildcard; threads from `threads`)."""

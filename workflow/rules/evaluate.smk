@@ -83,12 +83,13 @@ rule fid:
         gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
         gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
+        current=current_settings(("eval",)),
         weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
-        "--out {output} > {log} 2>&1"
+        "{params.current} --out {output} > {log} 2>&1"
 
 
 rule fid_conditional:
@@ -109,12 +110,13 @@ rule fid_conditional:
         gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
         gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
+        current=current_settings(("eval",)),
         weights=extractor_args,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval",)),
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate generation --samples $(dirname {input.samples}) "
         "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
-        "--metric-prefix cond_ --out {output} > {log} 2>&1"
+        "{params.current} --metric-prefix cond_ --out {output} > {log} 2>&1"
 
 
 rule curve:
@@ -137,13 +139,14 @@ rule curve:
         gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # sampling and Inception features on the GPU
         gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
+        current=current_settings(("eval", "sample")),
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate curve --run {params.run} "
         "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
-        "--out {output} > {log} 2>&1"
+        "{params.current} --out {output} > {log} 2>&1"
 
 
 rule task:
@@ -164,12 +167,13 @@ rule task:
         "../envs/torch.yaml"
     threads: 1
     params:
+        current=current_settings(("inference",)),
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         procedure=lambda wc: "" if wc.procedure == "direct" else f"--procedure {wc.procedure}",
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("inference",)),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate task --run {params.run} "
-        "--task {wildcards.task} {params.procedure} --out {output} > {log} 2>&1"
+        "--task {wildcards.task} {params.procedure} {params.current} --out {output} > {log} 2>&1"
 
 
 rule conditional:

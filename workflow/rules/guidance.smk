@@ -25,13 +25,14 @@ rule guidance_sweep:
         gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),
         gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
+        current=current_settings(("eval", "sample")),
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         samples=lambda wc: f"{RESULTS}/{wc.dataset}/samples_guided/{wc.model}/seed{wc.seed}",
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.guidance_sweep "
         "--run {params.run} --judge $(dirname {input.judge}) {params.weights} "
-        "--samples-root {params.samples} --out {output} > {log} 2>&1"
+        "--samples-root {params.samples} {params.current} --out {output} > {log} 2>&1"
 
 
 rule guidance_plot:
