@@ -87,7 +87,11 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     seed = sc.seed if seed is None else seed
     ema = sc.ema if ema is None else ema
     clip_x0 = sc.clip_x0 if clip_x0 is None else clip_x0
-    guidance = sc.guidance if guidance is None else guidance
+    if guidance is None:
+        # the run config's guidance is for samples given a condition (sample_conditional); joint
+        # samples of a model that is not class-conditional have nothing to be guided towards
+        no_condition = condition in (None, "", "none") and not getattr(model, "class_conditional", False)
+        guidance = "none" if no_condition else sc.guidance
     guidance_scale = check_guidance(guidance, sc.guidance_scale if guidance_scale is None else guidance_scale)
     if not ema:
         model, diffusion, cfg, info, state = load_run(run, use_ema=False, device=dev)

@@ -285,3 +285,27 @@ def test_universal_guidance_baseline_scale_zero_is_plain_ddim_and_guided_runs():
     assert torch.isfinite(s2).all() and not torch.allclose(s2, plain)
     with pytest.raises(ConfigError, match="model=ddpm"):
         universal_guided_sample(_model("mt_mask", size=8)[1], diffusion, seg, masks, steps=2, scale=1.0)
+
+
+def test_a_run_configured_for_guidance_still_samples_jointly(tmp_path):
+    """sample.guidance in a run's config applies to samples given a condition; joint samples
+    (no --condition) of an MT model are unguided rather than refused (the workflow's curves)."""
+    from mtdiff.config import load_config
+    from mtdiff.sample import generate
+    from mtdiff.train import train
+
+    cfg = load_config(None, {"model": "mt_label", "net": {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16},
+                             "data": {"num_train": 64, "num_test": 32},
+                             "train": {"total_kimg": 0.032, "batch_size": 16, "threads": 1, "precision": "fp32"},
+                             "diffusion": {"num_steps": 20},
+                             "sample": {"steps": 2, "guidance": "head", "guidance_scale": 2.0}})
+    train(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    joint = generate(tmp_path / "run", tmp_path / "joint", num_samples=4, steps=2, write_pngs=False, progress=False,
+                     log=lambda *_: None)
+    assert joint["guidance"] == "none"
+    given = generate(tmp_path / "run", tmp_path / "given", num_samples=4, steps=2, condition="label=3",
+                     write_pngs=False, progress=False, log=lambda *_: None)
+    assert (given["guidance"], given["guidance_scale"]) == ("head", 2.0)
+    with pytest.raises(ConfigError, match="needs a condition"):  # asked for explicitly: still refused
+        generate(tmp_path / "run", tmp_path / "bad", num_samples=4, steps=2, guidance="head", guidance_scale=1.0,
+                 write_pngs=False, progress=False, log=lambda *_: None)

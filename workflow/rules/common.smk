@@ -234,13 +234,18 @@ def train_params(wc):
     return config_params(wc.dataset, wc.model, without=EVAL_SECTIONS + ("train.seed", "train.threads"))
 
 
-def sample_args(dataset, model):
+def sample_args(dataset, model, conditional=False):
     """`mtdiff sample` options from the current run config's `sample` section: a trained run's
     own config.yaml keeps the values of training time, so an edit of sample.steps (say) reaches
-    the samples through these (and reruns the sampling jobs, not training)."""
+    the samples through these (and reruns the sampling jobs, not training). The guidance
+    options go to conditional sampling only (and to a class-conditional model, whose samples
+    are always given a class): joint samples have nothing to be guided towards."""
     s = run_value(dataset, "sample", model)
     args = f"--sampler {s['sampler']} --steps {s['steps']} --eta {s['eta']} --seed {s['seed']} --batch-size {s['batch_size']}"
-    args += f" --guidance {s['guidance']} --guidance-scale {s['guidance_scale']}"  # conditional samples only
+    if conditional or MODELS[model].class_conditional:
+        args += f" --guidance {s['guidance']} --guidance-scale {s['guidance_scale']}"
+    else:  # explicit: the run folder's sample section may name a guidance (model_overrides)
+        args += " --guidance none"
     return args + ("" if s["ema"] else " --no-ema") + ("" if s["clip_x0"] else " --no-clip")
 
 

@@ -53,7 +53,7 @@ rule sample_conditional:
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
         out=lambda wc: f"{RESULTS}/{wc.dataset}/samples_cond/{wc.model}/seed{wc.seed}",
         n=lambda wc: sample_count(wc.dataset),
-        sampling=lambda wc: sample_args(wc.dataset, wc.model),  # the run config's sample section
+        sampling=lambda wc: sample_args(wc.dataset, wc.model, conditional=True),  # the run config's sample section
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli sample --run {params.run} "
         "--out {params.out} --num-samples {params.n} {params.sampling} --condition label=balanced --no-pngs "
