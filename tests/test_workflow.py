@@ -58,6 +58,7 @@ def tiny_config(tmp_path, **dataset):
         ({"overrides": {"model": "gan"}}, "overrides sets model, which the workflow sets itself"),
         ({"overrides": {"train.seed": 3}}, "overrides sets train.seed"),
         ({"overrides": {"data": {"dataset": "shapes"}}}, "overrides sets data.dataset"),
+        ({"model_overrides": {"mt_lable": {"train.lr": 0.001}}}, "did you mean mt_label"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, change, message):

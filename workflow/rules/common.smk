@@ -69,9 +69,9 @@ def _check_names():
         for model in d["models"]:
             if model not in MODELS:
                 raise unknown(f"datasets.{dataset}.models", model, MODELS)
-        for model in d.get("model_overrides", {}):
-            if model not in d["models"]:
-                raise unknown(f"datasets.{dataset}.model_overrides", model, d["models"])
+        for model in d.get("model_overrides", {}):  # a registered model not in `models`: unused, fine
+            if model not in MODELS:
+                raise unknown(f"datasets.{dataset}.model_overrides", model, MODELS)
 
 
 _check_names()
