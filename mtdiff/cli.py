@@ -63,7 +63,7 @@ def run_device(run: str, device: str | None) -> str:
 
 
 def cmd_sample(args) -> None:
-    from mtdiff.sample import generate
+    from mtdiff.generate import generate
 
     generate(args.run, args.out, num_samples=args.num_samples, batch_size=args.batch_size, sampler=args.sampler,
              steps=args.steps, eta=args.eta, seed=args.seed, condition=args.condition, ema=False if args.no_ema else None,

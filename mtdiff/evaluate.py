@@ -295,9 +295,9 @@ def curve(run, weights, out, *, what: str = "both", append=False, cache_dir=None
           progress="none", overrides: list[str] | None = None) -> list[dict]:
     """FID/KID against training progress (every kept snapshot, EMA weights) and against NFE
     (final checkpoint), with ``eval.curve_num_samples`` images per point."""
-    # lazy: mtdiff.sample imports torchvision (through mtdiff.viz; ~165 MB of memory, measured),
+    # lazy: mtdiff.generate imports torchvision (through mtdiff.viz; ~165 MB of memory, measured),
     # and mtdiff.cli imports this module for every command; only the curve samples images
-    from mtdiff.sample import generate
+    from mtdiff.generate import generate
 
     cfg = _run_config(run, overrides)
     run = Path(run)

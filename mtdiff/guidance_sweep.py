@@ -43,7 +43,7 @@ def sweep(run, judge, weights, out, *, samples_root=None, guidance: str | None =
     """Run the sweep of one trained run; returns the records (also written to ``out``)."""
     from mtdiff import evaluate
     from mtdiff.samplers import GUIDANCES, check_guidance
-    from mtdiff.sample import generate
+    from mtdiff.generate import generate
     from mtdiff.train import load_run
 
     model, _, cfg, info, _ = load_run(run, device="cpu")

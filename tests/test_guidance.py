@@ -291,7 +291,7 @@ def test_a_run_configured_for_guidance_still_samples_jointly(tmp_path):
     """sample.guidance in a run's config applies to samples given a condition; joint samples
     (no --condition) of an MT model are unguided rather than refused (the workflow's curves)."""
     from mtdiff.config import load_config
-    from mtdiff.sample import generate
+    from mtdiff.generate import generate
     from mtdiff.train import train
 
     cfg = load_config(None, {"model": "mt_label", "net": {"model_channels": 8, "head_channels": 8, "label_head_hidden": 16},

@@ -1,4 +1,7 @@
-"""Sampling from a trained run: per-image PNGs, one .npz of everything, a grid PNG.
+"""Generating from a trained run (`mtdiff sample`): per-image PNGs, one .npz of everything, a grid PNG.
+
+The sampling algorithms themselves are mtdiff.samplers; this module drives them for a run
+folder (loads the checkpoint, batches, conditions, writes the files).
 
     mtdiff sample --run results/digits/train/mt_label/seed0 --out results/digits/samples/mt_label/seed0 \
         --num-samples 500 --sampler ddim --steps 50 --seed 0
