@@ -17,8 +17,9 @@ the workflow reuses it, and each record names the cache it used (``extra.referen
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
-metric, value, wall time. Each command writes its ``--out`` file atomically (``--append`` adds
-to it instead). Generation metrics use the domain extractor unless the config says
+metric, value, wall time, and the precision and device the measured network ran in
+(:func:`mtdiff.metrics.records.metric_record` builds every record). Each command writes its
+``--out`` file atomically (``--append`` adds to it instead). Generation metrics use the domain extractor unless the config says
 ``eval.extractor: inception`` with a local weights file.
 """
 
@@ -39,7 +40,7 @@ from mtdiff import metrics
 from mtdiff.config import RunConfig, config_from_dict, load_config, merge, parse_overrides
 from mtdiff.errors import ConfigError
 from mtdiff.io import atomic_write_text
-from mtdiff.metrics.records import MetricRecord, append_records
+from mtdiff.metrics.records import MetricRecord, append_records, metric_record, ran_with
 from mtdiff.metrics.task import classification_metrics, segmentation_metrics
 from mtdiff.predict import predict_split
 from mtdiff.progress import add_progress_argument
@@ -63,13 +64,6 @@ def _write(records: list[dict], out: str | Path, append: bool = False) -> None:
     else:
         atomic_write_text(out, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
     print(f"wrote {len(records)} record(s) to {out}: " + ", ".join(f"{r.metric}={r.value:.4g}" for r in records if r.value is not None))
-
-
-def _record(**fields) -> dict:
-    base = dict(checkpoint_step=None, ema=None, sampler=None, nfe=None, n_generated=None, reference_split=None,
-                n_reference=None, extractor=None, extra={})
-    base.update(fields)
-    return base
 
 
 def _guidance_fields(meta: dict) -> dict:
@@ -171,9 +165,11 @@ def anchors(cfg: RunConfig, weights, out, *, append=False, cache_dir=None, progr
         values, name, wall, cache = _fidelity(cfg, images, reference, weights, cache_dir,
                                               f"{cfg.data.dataset}-{ref_split}", progress)
         for metric, value in values.items():
-            records.append(_record(dataset=cfg.data.dataset, model=model, seed=0, n_generated=int(len(images)),
-                                   reference_split=ref_split, n_reference=int(len(reference)), extractor=name,
-                                   metric=metric, value=value, wall_time_s=wall, extra={"images_from": split, **cache}))
+            # no network made these images: precision and device do not apply
+            records.append(metric_record(dataset=cfg.data.dataset, model=model, seed=0, n_generated=int(len(images)),
+                                         reference_split=ref_split, n_reference=int(len(reference)), extractor=name,
+                                         metric=metric, value=value, wall_time_s=wall, precision=None, device=None,
+                                         extra={"images_from": split, **cache}))
     _write(records, out, append)
     return records
 
@@ -188,11 +184,12 @@ def generation(samples, weights, out, *, metric_prefix: str = "", append=False, 
     values, name, wall, cache = _fidelity(cfg, arrays["images"], reference, weights, cache_dir,
                                           f"{cfg.data.dataset}-{cfg.eval.reference_split}", progress)
     records = [
-        _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"], checkpoint_step=meta["checkpoint_step"],
-                ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"], n_generated=int(len(arrays["images"])),
-                reference_split=cfg.eval.reference_split, n_reference=int(len(reference)), extractor=name,
-                metric=metric_prefix + metric, value=value, wall_time_s=wall,
-                extra={"condition": meta["condition"], "eta": meta["eta"], "sample_seed": meta["seed"],
+        metric_record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
+                      checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
+                      n_generated=int(len(arrays["images"])), reference_split=cfg.eval.reference_split,
+                      n_reference=int(len(reference)), extractor=name, metric=metric_prefix + metric, value=value,
+                      wall_time_s=wall, **ran_with(meta),
+                      extra={"condition": meta["condition"], "eta": meta["eta"], "sample_seed": meta["seed"],
                        "images_seen": meta.get("images_seen"), **_guidance_fields(meta), **cache})
         for metric, value in values.items()
     ]
@@ -230,16 +227,16 @@ def task(run, task_name: str, out, *, procedure=None, split="test", append=False
     _, _, cfg, info, _ = load_run(run)
     common = dict(dataset=proto["dataset"], model=proto["model"], seed=proto["train_seed"],
                   checkpoint_step=proto["checkpoint_step"], ema=proto["ema"], reference_split=split,
-                  n_reference=proto["n"], wall_time_s=proto["wall_s"])
+                  n_reference=proto["n"], wall_time_s=proto["wall_s"], **ran_with(proto))
     extra = {"procedure": proto["procedure"], "t_infer": proto["t_infer"], "num_draws": proto["num_draws"]}
     if task_name == "label":
         m = classification_metrics(true, pred, info.num_classes)
-        records = [_record(**common, metric="accuracy", value=m["accuracy"],
+        records = [metric_record(**common, metric="accuracy", value=m["accuracy"],
                            extra=dict(extra, per_class=m["per_class_accuracy"], confusion_matrix=m["confusion_matrix"]))]
     else:
         m = segmentation_metrics(true, pred, info.num_mask_classes)
-        records = [_record(**common, metric="miou", value=m["mean_iou"], extra=dict(extra, per_class=m["per_class_iou"])),
-                   _record(**common, metric="pixel_accuracy", value=m["pixel_accuracy"], extra=extra)]
+        records = [metric_record(**common, metric="miou", value=m["mean_iou"], extra=dict(extra, per_class=m["per_class_iou"])),
+                   metric_record(**common, metric="pixel_accuracy", value=m["pixel_accuracy"], extra=extra)]
     _write(records, out, append)
     return records
 
@@ -254,10 +251,12 @@ def conditional(samples, judge, out, *, append=False) -> list[dict]:
     with torch.no_grad():
         pred = clf(_to_float(arrays["images"])).argmax(-1).numpy()
     m = classification_metrics(arrays["label"], pred, clf.label.num_classes)
-    rec = _record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
-                  checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
-                  n_generated=int(len(pred)), metric="cond_accuracy", value=m["accuracy"], wall_time_s=time.time() - t0,
-                  extra={"condition": meta["condition"], "judge": str(judge), "per_class": m["per_class_accuracy"],
+    # the measured network is the generator (sample.json); the judge is a fixed fp32 instrument
+    rec = metric_record(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
+                        checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
+                        n_generated=int(len(pred)), metric="cond_accuracy", value=m["accuracy"],
+                        wall_time_s=time.time() - t0, **ran_with(meta),
+                        extra={"condition": meta["condition"], "judge": str(judge), "per_class": m["per_class_accuracy"],
                          **_guidance_fields(meta)})
     _write([rec], out, append)
     return [rec]
@@ -270,20 +269,20 @@ def coherence(samples, out, *, label_judge=None, mask_judge=None, append=False) 
     images = _to_float(arrays["images"])
     common = dict(dataset=meta["dataset"], model=meta["model"], seed=meta["train_seed"],
                   checkpoint_step=meta["checkpoint_step"], ema=meta["ema"], sampler=meta["sampler"], nfe=meta["nfe"],
-                  n_generated=int(len(images)))
+                  n_generated=int(len(images)), **ran_with(meta))
     records = []
     with torch.no_grad():
         if label_judge is not None and "label" in arrays:
             t0 = time.time()
             clf = _load_judge(label_judge, "classifier")
             m = classification_metrics(arrays["label"], clf(images).argmax(-1).numpy(), clf.label.num_classes)
-            records.append(_record(**common, metric="coherence_label", value=m["accuracy"], wall_time_s=time.time() - t0,
+            records.append(metric_record(**common, metric="coherence_label", value=m["accuracy"], wall_time_s=time.time() - t0,
                                    extra={"judge": str(label_judge)}))
         if mask_judge is not None and "mask" in arrays:
             t0 = time.time()
             seg = _load_judge(mask_judge, "segmenter")
             m = segmentation_metrics(seg(images).argmax(1).numpy(), arrays["mask"], seg.mask.num_classes)
-            records.append(_record(**common, metric="coherence_miou", value=m["mean_iou"], wall_time_s=time.time() - t0,
+            records.append(metric_record(**common, metric="coherence_miou", value=m["mean_iou"], wall_time_s=time.time() - t0,
                                    extra={"judge": str(mask_judge)}))
     if not records:
         raise ConfigError(f"nothing to judge in {str(samples)!r}: it needs generated labels/masks and the matching judge")
@@ -447,7 +446,7 @@ def add_evaluate_parser(sub) -> None:
     q.set_defaults(func=lambda a: reference(load_config(a.config, a.overrides), a.extractor_weights, a.cache_dir,
                                             a.out, progress=a.progress))
 
-    # imported here: those modules build on this one's helpers (_write, _record, ...)
+    # imported here: those modules build on this one's helpers (_write, _fidelity, ...)
     from mtdiff.evaluate_inpainting import add_inpainting_parser
     from mtdiff.evaluate_representation import add_representation_parser
 

@@ -107,6 +107,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
     records, completions = [], {}
 
     def measure(method, model_name, done, t0, *, state=None, cfg=None, nfe=None, ema=None, extra=None):
+        # both diffusion methods run without autocast (fp32) on dev; nearest_neighbour runs no network
         errors = summary(hidden_region_errors(done, images, keep))
         fid_values, ext_name = {}, None
         if weights is not None or first_cfg.eval.extractor == "inception":
@@ -117,7 +118,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
             checkpoint_step=int(state["step"]) if state else None, ema=ema, sampler=sampler if nfe else None,
             nfe=nfe, n=n, errors=errors, fidelity=fid_values, reference_split=first_cfg.eval.reference_split,
             n_reference=int(len(reference)), extractor=ext_name, wall_time_s=time.time() - t0, mask=mask,
-            extra=dict(extra or {}, sample_seed=seed)))
+            precision="fp32" if state else None, device=dev if state else None, extra=dict(extra or {}, sample_seed=seed)))
         print(f"{method:18s} ({model_name}): PSNR {errors['inpaint_psnr']:.2f} dB, MSE {errors['inpaint_mse']:.4f}, "
               f"FID {fid_values.get('fid', float('nan')):.3f}")
 

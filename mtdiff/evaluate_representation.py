@@ -37,7 +37,8 @@ def cosine_agreement(generated: torch.Tensor, features: torch.Tensor, *, seed: i
 
 def representation(run, out, *, weights=None, num_samples=None, batch_size=None, sampler=None, steps=None, eta=None,
                    seed: int = 0, cache_dir=None, append=False, device="auto") -> list[dict]:
-    from mtdiff.evaluate import _fidelity, _record, _write
+    from mtdiff.evaluate import _fidelity, _write
+    from mtdiff.metrics.records import metric_record
     from mtdiff.samplers import sample, timesteps
     from mtdiff.train import load_run, load_split
     from mtdiff.utils import resolve_device
@@ -67,15 +68,16 @@ def representation(run, out, *, weights=None, num_samples=None, batch_size=None,
     values = cosine_agreement(reprs, feats, seed=seed)
     wall = time.time() - t0
     common = dict(dataset=cfg.data.dataset, model=cfg.model, seed=cfg.train.seed, checkpoint_step=int(state["step"]),
-                  ema=True, sampler=sampler, nfe=len(timesteps(diffusion.num_steps, steps)), n_generated=n)
+                  ema=True, sampler=sampler, nfe=len(timesteps(diffusion.num_steps, steps)), n_generated=n,
+                  precision="fp32", device=dev)  # sampled above without autocast, on dev
     extra = {"sample_seed": seed, "extractor_path": cfg.modalities["representation"].extractor_path}
-    records = [_record(**common, metric=k, value=v, wall_time_s=wall, extra=dict(extra)) for k, v in values.items()]
+    records = [metric_record(**common, metric=k, value=v, wall_time_s=wall, extra=dict(extra)) for k, v in values.items()]
     if weights is not None or cfg.eval.extractor == "inception":
         reference = load_split(cfg, cfg.eval.reference_split, in_memory=True).images
         fid, name, fwall, _ = _fidelity(cfg, images, reference, weights, cache_dir,
                                      f"{cfg.data.dataset}-{cfg.eval.reference_split}")
-        records += [_record(**common, reference_split=cfg.eval.reference_split, n_reference=int(len(reference)),
-                            extractor=name, metric=k, value=v, wall_time_s=fwall, extra=dict(extra, condition="none"))
+        records += [metric_record(**common, reference_split=cfg.eval.reference_split, n_reference=int(len(reference)),
+                                  extractor=name, metric=k, value=v, wall_time_s=fwall, extra=dict(extra, condition="none"))
                     for k, v in fid.items()]
     _write(records, out, append)
     return records

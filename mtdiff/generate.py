@@ -12,7 +12,8 @@ folder (loads the checkpoint, batches, conditions, writes the files).
 Writes ``images/000000.png ...``, ``samples.npz`` (``images`` uint8 N,C,H,W; ``label`` /
 ``mask`` / ``masked_image`` for generated or given modalities), ``grid.png`` (first 64; masks
 coloured beside their images, labels written under them) and ``sample.json`` (the protocol:
-checkpoint step, EMA, sampler, NFE, eta, seed, condition, guidance, guidance scale).
+checkpoint step, EMA, sampler, NFE, eta, seed, condition, guidance, guidance scale, and the
+device and precision the network ran in).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mtdiff.io import atomic_path as _atomic_path
 from mtdiff.io import atomic_write_json
 from mtdiff.progress import Progress
 from mtdiff.samplers import check_guidance, sample, timesteps
-from mtdiff.utils import autocast, resolve_device
+from mtdiff.utils import autocast, resolve_device, resolve_precision
 from mtdiff.viz import sample_grid, to_uint8
 
 CONDITIONS = ("none", "label=K", "label=balanced", "mask=test", "masked_image=test")
@@ -75,8 +76,10 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
              sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None,
              condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None,
              guidance: str | None = None, guidance_scale: float | None = None, device: str = "auto",
-             precision: str = "auto", write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
-    """Sample a trained run; options left None take the run config's ``sample`` section."""
+             precision: str | None = None, write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
+    """Sample a trained run; options left None take the run config's ``sample`` section, and
+    ``precision`` None the run's ``train.precision`` (so a run pinned to fp32 also samples in
+    fp32 on a CPU where ``auto`` would pick bf16)."""
     from mtdiff.train import load_run, load_split
 
     dev = resolve_device(device)
@@ -90,6 +93,7 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     seed = sc.seed if seed is None else seed
     ema = sc.ema if ema is None else ema
     clip_x0 = sc.clip_x0 if clip_x0 is None else clip_x0
+    precision = cfg.train.precision if precision is None else precision
     if guidance is None:
         # the run config's guidance is for samples given a condition (sample_conditional); joint
         # samples of a model that is not class-conditional have nothing to be guided towards
@@ -157,6 +161,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
         "eta": eta if sampler == "ddim" else 1.0, "seed": seed, "condition": condition or "none",
         "num_samples": num_samples, "clip_x0": clip_x0, "guidance": guidance, "guidance_scale": guidance_scale,
         "cond_drop_prob": cfg.train.cond_drop_prob, "wall_s": wall, "device": str(dev),
+        # the precision the network ran in (autocast above), which metric records carry
+        "precision": resolve_precision(precision, dev),
     }
     atomic_write_json(out / "sample.json", protocol)
     log(f"wrote {num_samples} samples to {out} (samples.npz, grid.png{', images/' if write_pngs else ''}) in {wall:.1f} s")

@@ -70,6 +70,7 @@ def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0
                            seed: int = 0, samples_root=None, log=print) -> list[dict]:
     from mtdiff import evaluate
     from mtdiff.metrics import segmentation_metrics
+    from mtdiff.metrics.records import metric_record
     from mtdiff.train import load_run, load_split
     from mtdiff.viz import sample_grid, to_uint8
 
@@ -117,13 +118,13 @@ def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0
             sample_grid(u8[:64], masks=masks[:64].numpy()).save(folder / "grid.png")
         common = dict(dataset=info.name, model=cfg.model, seed=cfg.train.seed, checkpoint_step=int(state["step"]),
                       ema=True, sampler="ddim", nfe=len(timesteps(diffusion.num_steps, cfg.sample.steps)),
-                      n_generated=num_samples)
+                      n_generated=num_samples, precision="fp32", device="cpu")  # loaded on the CPU, no autocast
         extra = {"condition": "mask=test", "guidance": "head" if route == "mt_head" else "universal",
                  "guidance_scale": scale, "route": route, "judge": str(segmenter_run), "sampling_wall_s": wall}
-        records += [evaluate._record(**common, metric=f"m2i_{k}", value=sm[v], wall_time_s=wall, extra=extra)
+        records += [metric_record(**common, metric=f"m2i_{k}", value=sm[v], wall_time_s=wall, extra=extra)
                     for k, v in (("miou", "mean_iou"), ("pixel_accuracy", "pixel_accuracy"))]
-        records += [evaluate._record(**common, reference_split=cfg.eval.reference_split, n_reference=int(len(reference)),
-                                     extractor=name, metric=f"m2i_{k}", value=v, wall_time_s=fid_wall, extra=extra)
+        records += [metric_record(**common, reference_split=cfg.eval.reference_split, n_reference=int(len(reference)),
+                                  extractor=name, metric=f"m2i_{k}", value=v, wall_time_s=fid_wall, extra=extra)
                     for k, v in fid.items()]
         log(f"{cfg.model} ({route}) s={scale:g}: mIoU {sm['mean_iou']:.3f}, FID {fid['fid']:.3f}, sampling {wall:.1f} s")
     evaluate._write(records, out)

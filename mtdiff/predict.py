@@ -56,6 +56,9 @@ def predict_split(run, out, *, task: str, split: str = "test", procedure: str | 
         "split": split, "n": int(len(pred)), "checkpoint_step": int(state["step"]), "ema": ema,
         "procedure": procedure if is_mt else "direct", "t_infer": t_infer if is_mt and procedure == "head" else None,
         "num_draws": num_draws if is_mt else None, "seed": seed, "wall_s": wall,
+        # how the network ran: predict() calls it without autocast, so in fp32 whatever the run
+        # trained in (metric records carry both: mtdiff.metrics.records.ran_with)
+        "precision": "fp32", "device": str(dev),
     }
     atomic_write_json(out.with_suffix(".json"), protocol)
     agreement = float((pred == truth.numpy()).mean())

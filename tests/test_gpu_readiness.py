@@ -69,6 +69,7 @@ def test_anchors_decode_a_bounded_sample_of_a_huge_split(monkeypatch, tmp_path):
     assert _HugeSplit.decoded == 50_000 + 300 + 2_000
     assert seen == [(300, 50_000), (300, 50_000)]  # the Gaussian draws eval.num_samples too
     assert {r["model"] for r in records} == {"real_floor", "gaussian_baseline"}
+    assert all(r["precision"] is None and r["device"] is None for r in records)  # no network ran
 
 
 def test_fid_features_are_extracted_without_tf32_and_settings_restored():

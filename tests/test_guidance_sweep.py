@@ -56,6 +56,8 @@ def test_sweep_records_carry_guidance_and_scale(runs, tmp_path):
             assert set(PROTOCOL_FIELDS) <= set(r)
             assert r["extra"]["guidance"] == guidance and r["extra"]["guidance_scale"] in (0.0, 2.0)
             assert r["n_generated"] == 20 and r["model"] == model
+            # sampled in the run's train.precision (fp32 here, even where auto would pick bf16)
+            assert r["precision"] == "fp32" and r["device"] == "cpu"
         assert {r["metric"] for r in lines} == set(guidance_sweep.SWEEP_METRICS)
         assert (tmp_path / model / "s2" / "grid.png").is_file()
         meta = json.loads((tmp_path / model / "s2" / "sample.json").read_text())
@@ -90,6 +92,7 @@ def test_mask_to_image_records_for_mt_and_the_universal_baseline(runs, tmp_path)
         for r in lines:
             MetricRecord.from_dict(r)
             assert r["extra"]["route"] == route and r["extra"]["guidance_scale"] in (0.0, 1.0)
+            assert r["precision"] == "fp32" and r["device"] == "cpu"
         assert all(0 <= r["value"] <= 1 for r in lines if r["metric"] == "m2i_miou")
         assert (tmp_path / model / "s1" / "grid.png").is_file()
     with pytest.raises(ConfigError, match="needs mt_mask / mt_all, or ddpm"):

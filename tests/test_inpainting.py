@@ -151,12 +151,13 @@ def test_records_carry_protocol_and_mask():
     recs = inpainting_records(dataset="digits", model="ddpm", method="repaint", seed=0, checkpoint_step=750, ema=True,
                               sampler="ddim", nfe=25, n=10, errors={"inpaint_mse": 0.1, "inpaint_psnr": 10.0},
                               fidelity={"fid": 3.0}, reference_split="train", n_reference=100,
-                              extractor="mtdiff-domain", wall_time_s=1.0,
+                              extractor="mtdiff-domain", wall_time_s=1.0, precision="fp32", device="cuda:0",
                               mask={"pattern": "patches", "ratio": 0.5, "patch_size": 4, "seed": 0})
     assert [r["metric"] for r in recs] == ["inpaint_mse", "inpaint_psnr", "inpaint_fid"]
     assert all(r["nfe"] == 25 and r["n_generated"] == 10 and r["checkpoint_step"] == 750 for r in recs)
     assert recs[0]["extra"]["condition"] == "inpaint patches 0.5" and recs[0]["extra"]["mask_seed"] == 0
     assert recs[2]["extractor"] == "mtdiff-domain" and recs[0]["extractor"] is None
+    assert all(r["precision"] == "fp32" and r["device"] == "cuda" for r in recs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +210,9 @@ def test_cli_inpainting_end_to_end(tmp_path):
     assert methods == {("mt_masked", "mt_conditional"), ("mt_masked+repaint", "mt_repaint"), ("ddpm", "repaint"),
                        ("nearest_neighbour", "nearest_neighbour")}
     assert {r["nfe"] for r in recs if r["model"] != "nearest_neighbour"} == {4}
+    # the diffusion methods run in fp32 on the CPU; the nearest neighbour runs no network
+    assert {(r["precision"], r["device"]) for r in recs if r["model"] != "nearest_neighbour"} == {("fp32", "cpu")}
+    assert {(r["precision"], r["device"]) for r in recs if r["model"] == "nearest_neighbour"} == {(None, None)}
     assert (tmp_path / "grid.png").stat().st_size > 0
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),
                "--mask-ratio", "2")
@@ -228,11 +232,13 @@ def test_report_tabulates_inpainting_records_per_method(tmp_path):
         recs += inpainting_records(dataset="digits", model="ddpm", method="repaint", seed=seed, checkpoint_step=750,
                                    ema=True, sampler="ddim", nfe=25, n=10,
                                    errors={"inpaint_mse": 0.1, "inpaint_psnr": psnr}, fidelity=None,
-                                   reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask)
+                                   reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask,
+                                   precision="fp32", device="cpu")
     recs += inpainting_records(dataset="digits", model="nearest_neighbour", method="nearest_neighbour", seed=0,
                                checkpoint_step=None, ema=None, sampler=None, nfe=None, n=10,
                                errors={"inpaint_mse": 0.05, "inpaint_psnr": 14.0}, fidelity=None,
-                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask)
+                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask,
+                               precision=None, device=None)
     df = records_to_frame([MetricRecord.from_dict(r) for r in recs])
     files = write_inpainting_tables(df, tmp_path)
     table = pd.read_csv(files["inpainting.csv"]).set_index("method")

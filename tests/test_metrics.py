@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
+from mtdiff.metrics.records import iter_records, metric_record, ran_with
 from mtdiff.metrics import (
     DOMAIN_EXTRACTOR_NAME,
     PROTOCOL_FIELDS,
@@ -361,9 +362,45 @@ def test_segmentation_metrics_by_hand():
 def _record(**over):
     d = dict(dataset="digits", model="mt-diffusion", seed=0, checkpoint_step=1000, ema=True, sampler="ddim",
              nfe=50, n_generated=1000, reference_split="test", n_reference=360, extractor="mtdiff-domain",
-             metric="fid", value=12.5, wall_time_s=3.2, extra={"condition": "label", "t_infer": 0.3})
+             metric="fid", value=12.5, wall_time_s=3.2, precision="bf16", device="cuda",
+             extra={"condition": "label", "t_infer": 0.3})
     d.update(over)
     return d
+
+
+def test_metric_record_builder_states_precision_and_device():
+    rec = metric_record(dataset="digits", model="ddpm", seed=0, metric="fid", value=3.0, wall_time_s=1.0,
+                        precision="bf16", device="cuda:1", nfe=25)
+    assert list(rec) == list(PROTOCOL_FIELDS) + ["extra"]
+    assert rec["precision"] == "bf16" and rec["device"] == "cuda" and rec["nfe"] == 25 and rec["sampler"] is None
+    anchor = metric_record(dataset="digits", model="real_floor", seed=0, metric="fid", value=1.0, wall_time_s=1.0,
+                           precision=None, device=None)
+    assert anchor["precision"] is None and anchor["device"] is None
+    with pytest.raises(TypeError, match="precision"):  # a writer cannot leave them out
+        metric_record(dataset="digits", model="ddpm", seed=0, metric="fid", value=3.0, wall_time_s=1.0, device="cpu")
+    with pytest.raises(RecordError, match="precision='fp64'.*fp32, bf16, fp16"):
+        metric_record(dataset="digits", model="ddpm", seed=0, metric="fid", value=3.0, wall_time_s=1.0,
+                      precision="fp64", device="cpu")
+    with pytest.raises(RecordError, match="device='tpu'"):
+        metric_record(dataset="digits", model="ddpm", seed=0, metric="fid", value=3.0, wall_time_s=1.0,
+                      precision="fp32", device="tpu")
+    assert ran_with({"precision": "fp16", "device": "cuda:0", "seed": 3}) == {"precision": "fp16", "device": "cuda"}
+    assert ran_with({"device": "cpu"}) == {"precision": None, "device": "cpu"}  # sample.json of before
+
+
+def test_records_written_before_precision_and_device_still_load(tmp_path):
+    """Files of earlier runs have neither field: they read as null; a record written now needs both."""
+    old = _record()
+    del old["precision"], old["device"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    append_records(path, _record(metric="kid_mean"))  # a new record in the same file
+    df = read_records(path)
+    assert pd.isna(df.loc[0, "precision"]) and pd.isna(df.loc[0, "device"])
+    assert [r.precision for r in iter_records(path)] == [None, "bf16"]
+    assert df.loc[1, "precision"] == "bf16" and df.loc[1, "device"] == "cuda"
+    with pytest.raises(RecordError, match="precision"):
+        append_records(tmp_path / "new.jsonl", old)
 
 
 def test_records_round_trip(tmp_path):

@@ -54,16 +54,16 @@ def mask_condition(pattern: str, ratio: float) -> str:
 def inpainting_records(*, dataset: str, model: str, method: str, seed: int, checkpoint_step, ema, sampler, nfe,
                        n: int, errors: dict[str, float], fidelity: dict[str, float] | None, reference_split: str | None,
                        n_reference: int | None, extractor: str | None, wall_time_s: float, mask: dict,
-                       extra: dict | None = None) -> list[dict]:
+                       precision: str | None, device: str | None, extra: dict | None = None) -> list[dict]:
     """Records (dicts, validated by :class:`mtdiff.metrics.MetricRecord`) of one method.
 
     ``mask``: ``pattern``, ``ratio``, ``patch_size``, ``seed``. Hidden-region errors compare
     with the test images themselves (reference split ``test``, N of them); FID/KID with the
     reference split."""
-    from mtdiff.metrics.records import MetricRecord
+    from mtdiff.metrics.records import metric_record
 
     common = dict(dataset=dataset, model=model, seed=seed, checkpoint_step=checkpoint_step, ema=ema, sampler=sampler,
-                  nfe=nfe, n_generated=n, wall_time_s=wall_time_s)
+                  nfe=nfe, n_generated=n, wall_time_s=wall_time_s, precision=precision, device=device)
     ex = dict(extra or {}, method=method, condition=mask_condition(mask["pattern"], mask["ratio"]),
               mask_pattern=mask["pattern"], mask_ratio=mask["ratio"], patch_size=mask["patch_size"],
               mask_seed=mask["seed"])
@@ -74,4 +74,4 @@ def inpainting_records(*, dataset: str, model: str, method: str, seed: int, chec
     for metric, value in (fidelity or {}).items():
         out.append(dict(common, reference_split=reference_split, n_reference=n_reference, extractor=extractor,
                         metric=f"inpaint_{metric}", value=value, extra=dict(ex)))
-    return [MetricRecord.from_dict(r).to_dict() for r in out]
+    return [metric_record(**r) for r in out]

@@ -6,6 +6,15 @@ free ``extra`` dict (e.g. ``condition``, ``t_infer``, ``procedure``). Every prot
 present; fields that do not apply to a record (e.g. ``sampler``/``nfe`` for a classifier's
 accuracy, ``checkpoint_step`` for the real-data floor) are written as ``null`` explicitly.
 Non-finite ``value`` (NaN/inf) is stored as ``null``.
+
+``precision`` (fp32 | bf16 | fp16) and ``device`` (cpu | cuda) say how the measured network
+ran while it generated or inferred what the number measures (read from what that step wrote,
+e.g. ``sample.json``; never the precision training used), so a report can refuse to put numbers
+of different arithmetic in one column. Both are ``null`` where no network ran (the real-data
+floor, the Gaussian anchor) or where it is unknown (samples generated before sample.json kept
+the precision). Writers build records with :func:`metric_record`, which takes both as required
+keywords, so none can forget them; files written before these two fields existed still load,
+with both ``null``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,14 @@ PROTOCOL_FIELDS = (
     "metric",
     "value",
     "wall_time_s",
+    "precision",
+    "device",
 )
+# Protocol fields added after records were first written: a records file without them still
+# loads (:func:`iter_records` reads them as null); a record written now must carry them.
+LATER_FIELDS = ("precision", "device")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("cpu", "cuda")
 
 
 class RecordError(MtdiffError, ValueError):
@@ -64,6 +80,8 @@ class MetricRecord:
     metric: str
     value: float | None
     wall_time_s: float
+    precision: str | None = None  # fp32 | bf16 | fp16 the network ran in; null: no network ran
+    device: str | None = None  # cpu | cuda it ran on; null: no network ran
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,12 +143,48 @@ def _validate_values(r: MetricRecord) -> None:
     if not _is_num(r.wall_time_s) or not math.isfinite(float(r.wall_time_s)) or r.wall_time_s < 0:
         raise bad("wall_time_s", "a non-negative number of seconds")
     r.wall_time_s = float(r.wall_time_s)
+    if r.precision is not None and r.precision not in PRECISIONS:
+        raise bad("precision", f"one of {', '.join(PRECISIONS)} or null")
+    if r.device is not None and r.device not in DEVICES:
+        raise bad("device", f"one of {', '.join(DEVICES)} or null")
     if not isinstance(r.extra, dict):
         raise bad("extra", "a JSON object (dict)")
     try:
         json.dumps(r.extra, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise RecordError(f"metric record field extra is not JSON-serialisable ({e}); use plain numbers, strings, lists, dicts") from None
+
+
+def device_type(device) -> str | None:
+    """``"cuda:1"`` / ``torch.device("cuda", 1)`` -> ``"cuda"``; ``None`` stays ``None``. Records
+    keep the kind of device, not its index: which GPU ran a job does not change the arithmetic."""
+    return None if device is None else str(device).split(":", 1)[0]
+
+
+def ran_with(meta: Mapping[str, Any]) -> dict:
+    """``precision`` and ``device`` of a step that ran a network, from the protocol it wrote
+    (``sample.json`` of mtdiff.generate, ``predict.json`` of mtdiff.predict, or the dict they
+    return); ``None`` for a key it lacks (folders written before it was kept)."""
+    return {"precision": meta.get("precision"), "device": device_type(meta.get("device"))}
+
+
+def metric_record(*, dataset: str, model: str, seed: int, metric: str, value: float | None, wall_time_s: float,
+                  precision: str | None, device: str | None, checkpoint_step: int | None = None,
+                  ema: bool | None = None, sampler: str | None = None, nfe: int | None = None,
+                  n_generated: int | None = None, reference_split: str | None = None, n_reference: int | None = None,
+                  extractor: str | None = None, extra: dict | None = None) -> dict:
+    """One validated record as a plain dict (what every writer of records builds them with).
+
+    ``precision`` and ``device`` have no default: a writer states how the measured network ran
+    (:func:`ran_with` reads them from a step's protocol), or ``None`` where no network ran.
+    Protocol fields that do not apply default to ``None``; ``device`` is reduced to its kind
+    (``cuda:0`` -> ``cuda``)."""
+    record = MetricRecord(dataset=dataset, model=model, seed=seed, checkpoint_step=checkpoint_step, ema=ema,
+                          sampler=sampler, nfe=nfe, n_generated=n_generated, reference_split=reference_split,
+                          n_reference=n_reference, extractor=extractor, metric=metric, value=value,
+                          wall_time_s=wall_time_s, precision=precision, device=device_type(device),
+                          extra=dict(extra or {}))
+    return record.to_dict()
 
 
 def _to_record(r) -> MetricRecord:
@@ -165,6 +219,8 @@ def iter_records(paths) -> Iterable[MetricRecord]:
             raise RecordError(f"metric records file {str(p)!r} not found; check the path")
         try:
             for lineno, obj in read_jsonl(p):
+                if isinstance(obj, dict):  # written before LATER_FIELDS existed: read them as null
+                    obj = {**{name: None for name in LATER_FIELDS}, **obj}
                 try:
                     yield MetricRecord.from_dict(obj)
                 except RecordError as e:
@@ -207,9 +263,13 @@ def records_to_csv(paths, out_csv: str | Path) -> pd.DataFrame:
 
 __all__ = [
     "PROTOCOL_FIELDS",
+    "LATER_FIELDS",
     "MetricRecord",
     "RecordError",
     "append_records",
+    "device_type",
+    "metric_record",
+    "ran_with",
     "iter_records",
     "read_records",
     "records_to_csv",
