@@ -1,6 +1,10 @@
 """What each training step trains on: the global batch of items, and every random draw of the
 step (timesteps, noise, masked-image patterns, horizontal flips).
 
+Seeds are paired across models: the data order depends on the seed alone (:class:`BatchStream`),
+and the step's t, noise and flips on (seed, step) alone, drawn before any model-specific draw,
+so seed k of ddpm and of every MT model trains on the same images, t and noise.
+
 One rule makes DDP exact: everything random is drawn for the *global* batch from a generator
 seeded by (seed, step), in the same order on every rank, and each rank takes its slice. N
 processes then see exactly what one process sees with the same global batch (same items, same
@@ -91,6 +95,10 @@ def step_randomness(model, diffusion, step: int, *, seed: int, global_batch: int
     """
     g = step_generator(seed, step)
     out = {}
+    # Order of the draws: what every diffusion model shares (t, noise, flips) comes first and
+    # the model-specific modality draws last, so the same train.seed gives every diffusion model
+    # the same images, t and noise at every step: seeds are paired across models (issue 14).
+    # (An extra modality's draws before the flips would give mt_masked other flips than ddpm.)
     if diffusion is not None:
         shape = (global_batch, *image_shape)
         out["t"] = torch.randint(1, diffusion.num_steps + 1, (global_batch,), generator=g)
@@ -99,10 +107,11 @@ def step_randomness(model, diffusion, step: int, *, seed: int, global_batch: int
             out["noise"] = torch.randn(shape, generator=gd, device=device)
         else:
             out["noise"] = torch.randn(shape, generator=g)
-        for mod in getattr(model, "modalities", {}).values():
-            out.update(mod.training_draws(global_batch, image_shape, g))
     if hflip:
         out["hflip"] = torch.rand(global_batch, generator=g) < 0.5
+    if diffusion is not None:
+        for mod in getattr(model, "modalities", {}).values():
+            out.update(mod.training_draws(global_batch, image_shape, g))
     return {k: v[local].to(device, non_blocking=True) for k, v in out.items()}
 
 
