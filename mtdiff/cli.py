@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder or checkpoint file")
     p.add_argument("--out", required=True, help="output folder")
     # defaults (None): the run config's `sample` section
-    p.add_argument("--num-samples", type=int, default=None, help="default: sample.num_samples of the run")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="images to write (default: sample.default_num_images of the run; the workflow passes "
+                        "eval.num_samples)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--sampler", default=None, help="ddpm | ddim (default: sample.sampler of the run)")
     p.add_argument("--steps", type=int, default=None, help="number of network evaluations, NFE (default: sample.steps)")

@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,11 @@ class SampleConfig:
     sampler: str = opt("ddim", registry="samplers")  # ddpm | ddim (mtdiff.samplers.SAMPLERS)
     steps: int = opt(50, **COUNT)  # number of network evaluations (NFE), at most diffusion.num_steps
     eta: float = opt(0.0, **FRACTION)  # DDIM stochasticity (0 = deterministic, 1 = ancestral)
-    num_samples: int = opt(64, ge=1, le=MAX_COUNT)
-    batch_size: int = opt(256, ge=1, le=MAX_COUNT)
+    # images `mtdiff sample` writes when --num-samples is not given (a quick look at a run); the
+    # workflow always passes --num-samples: eval.num_samples (FID), eval.curve_num_samples
+    # (curve points). Was sample.num_samples (RENAMED_KEYS).
+    default_num_images: int = opt(64, ge=1, le=MAX_COUNT)
+    batch_size: int = opt(256, ge=1, le=MAX_COUNT)  # images per sampling batch
     seed: int = opt(0, ge=0, lt=2**63)
     ema: bool = True  # sample from the EMA weights
     clip_x0: bool = True  # clip the predicted z_0 to [-1, 1] at every step
@@ -297,12 +301,49 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Keys renamed since run folders were first written: old dotted key -> new one. A saved config
+# (a run folder's config.yaml, a checkpoint's config) is migrated by config_from_dict with a
+# warning; a config being written now (YAML file, workflow overrides, --set) must use the new
+# name, and the old one is refused with a message naming it.
+RENAMED_KEYS = {"sample.num_samples": "sample.default_num_images"}
+
+
+class RenamedKeyWarning(UserWarning):
+    """A saved config used a key's old name; it was read under the new one."""
+
+
+def migrate_renamed_keys(values: dict) -> dict:
+    """A copy of a saved (nested) config with every key of :data:`RENAMED_KEYS` moved to its new
+    name, one RenamedKeyWarning per key. The old key's value wins over the new one's: the only
+    way both are present is a saved config merged onto today's defaults (checkpoints.read_run_config)."""
+    out = values
+    for old, new in RENAMED_KEYS.items():
+        old_section, old_key = old.rsplit(".", 1)
+        new_section, new_key = new.rsplit(".", 1)
+        section = out.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        out = dict(out)
+        moved = {k: v for k, v in section.items() if k != old_key}
+        if new_section == old_section:
+            moved[new_key] = section[old_key]
+            out[old_section] = moved
+        else:
+            out[old_section] = moved
+            out[new_section] = {**(out.get(new_section) or {}), new_key: section[old_key]}
+        warnings.warn(f"saved config key {old} was renamed {new}; read as {new}={section[old_key]!r}",
+                      RenamedKeyWarning, stacklevel=3)
+    return out
+
+
 def _build(cls: type, values: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for k, v in values.items():
         dotted = f"{prefix}.{k}" if prefix else str(k)
+        if dotted in RENAMED_KEYS:
+            raise ConfigError(f"config key {dotted!r} was renamed; use {RENAMED_KEYS[dotted]} instead")
         if k not in names:
             close = difflib.get_close_matches(str(k), names, n=1)
             hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
@@ -403,8 +444,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def config_from_dict(values: dict) -> RunConfig:
-    """Rebuild a saved (resolved) config, e.g. from a checkpoint."""
-    return load_config(None, values)
+    """Rebuild a saved (resolved) config, e.g. from a checkpoint or a run folder's config.yaml;
+    keys saved under an old name (:data:`RENAMED_KEYS`) are read under the new one."""
+    return load_config(None, migrate_renamed_keys(nest_dotted(values)))
 
 
 def check_consistency(cfg: RunConfig) -> None:

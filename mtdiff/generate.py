@@ -85,7 +85,7 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     dev = resolve_device(device)
     model, diffusion, cfg, info, state = load_run(run, use_ema=True if ema is None else ema, device=dev)
     sc = cfg.sample
-    num_samples = sc.num_samples if num_samples is None else num_samples
+    num_samples = sc.default_num_images if num_samples is None else num_samples
     batch_size = sc.batch_size if batch_size is None else batch_size
     sampler = sc.sampler if sampler is None else sampler
     steps = sc.steps if steps is None else steps

@@ -96,7 +96,7 @@ INVALID = [
     ("sample.steps", 5000, "sample.steps"),
     ("sample.eta", 2, "sample.eta"),
     ("sample.sampler", "euler", "sample.sampler"),
-    ("sample.num_samples", 0, "sample.num_samples"),
+    ("sample.default_num_images", 0, "sample.default_num_images"),
     ("inference.t_infer", 0, "inference.t_infer"),
     ("inference.t_infer", 101, "inference.t_infer"),
     ("inference.label_procedure", "posterior", "inference.label_procedure"),
