@@ -147,9 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     from mtdiff.evaluate import add_evaluate_parser
+    from mtdiff.evaluate_inpainting import add_inpainting_parser
+    from mtdiff.evaluate_representation import add_representation_parser
     from mtdiff.report import add_report_parser
 
-    add_evaluate_parser(sub)
+    evaluate_commands = add_evaluate_parser(sub)
+    add_inpainting_parser(evaluate_commands)
+    add_representation_parser(evaluate_commands)
     add_report_parser(sub)
     return parser
 

@@ -361,7 +361,10 @@ def reference(cfg: RunConfig, weights, cache_dir, out, *, progress="none") -> di
 # CLI
 
 
-def add_evaluate_parser(sub) -> None:
+def add_evaluate_parser(sub):
+    """``mtdiff evaluate`` and its commands; returns the subparsers, to which mtdiff.cli adds the
+    commands of mtdiff.evaluate_inpainting and mtdiff.evaluate_representation (they build on
+    this module's helpers, so this module does not import them: no import cycle)."""
     p = sub.add_parser("evaluate", help="compute metrics and write protocol-stamped records (JSONL)")
     ev = p.add_subparsers(dest="what", required=True, metavar="WHAT")
 
@@ -445,10 +448,4 @@ def add_evaluate_parser(sub) -> None:
     add_progress_argument(q, default="none")
     q.set_defaults(func=lambda a: reference(load_config(a.config, a.overrides), a.extractor_weights, a.cache_dir,
                                             a.out, progress=a.progress))
-
-    # imported here: those modules build on this one's helpers (_write, _fidelity, ...)
-    from mtdiff.evaluate_inpainting import add_inpainting_parser
-    from mtdiff.evaluate_representation import add_representation_parser
-
-    add_inpainting_parser(ev)
-    add_representation_parser(ev)
+    return ev

@@ -158,7 +158,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
 
 
 def add_inpainting_parser(ev) -> None:
-    """``mtdiff evaluate inpainting`` (called from mtdiff.evaluate.add_evaluate_parser)."""
+    """``mtdiff evaluate inpainting`` (added by mtdiff.cli to mtdiff.evaluate's commands)."""
     q = ev.add_parser("inpainting", help="inpaint test images: mt_masked vs RePaint ddpm vs nearest-neighbour copy")
     q.add_argument("--out", required=True)
     q.add_argument("--append", action="store_true", help="append to --out instead of replacing it")

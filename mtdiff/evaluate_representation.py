@@ -84,7 +84,7 @@ def representation(run, out, *, weights=None, num_samples=None, batch_size=None,
 
 
 def add_representation_parser(ev) -> None:
-    """``mtdiff evaluate representation`` (called from mtdiff.evaluate.add_evaluate_parser)."""
+    """``mtdiff evaluate representation`` (added by mtdiff.cli to mtdiff.evaluate's commands)."""
     q = ev.add_parser("representation", help="mt_repr: cosine of generated representations vs the extractor, FID")
     q.add_argument("--run", required=True, help="run folder of an mt_repr model")
     q.add_argument("--out", required=True)

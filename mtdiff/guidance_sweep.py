@@ -81,34 +81,49 @@ def sweep(run, judge, weights, out, *, samples_root=None, guidance: str | None =
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mtdiff.guidance_sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="run folder of ddpm_cond or an MT model with a label modality")
-    p.add_argument("--judge", required=True, help="run folder of a trained classifier")
+def parse_scales(text: str | None) -> list[float] | None:
+    """``--scales "0,1,4"`` -> [0.0, 1.0, 4.0] (None stays None: the config's scales)."""
+    if text is None:
+        return None
+    try:
+        return [float(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--scales {text!r}: accepted: comma-separated numbers >= 0") from None
+
+
+def guided_evaluation_parser(prog: str, doc: str, *, run_help: str, judge: tuple[str, str], scales_default: str | None,
+                             scales_help: str, samples_root_help: str) -> argparse.ArgumentParser:
+    """The options the guidance sweep and mask-to-image (mtdiff.mask_to_image) share: a run, its
+    judge (``judge``: option name and help), the extractor weights, the records file, the
+    guidance scales, the number of images, where samples go, the seed."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("--run", required=True, help=run_help)
+    p.add_argument(judge[0], required=True, help=judge[1])
     p.add_argument("--extractor-weights", default=None,
                    help="domain extractor weights (not needed with eval.extractor: inception)")
     p.add_argument("--out", required=True, help="JSONL records file to write")
-    p.add_argument("--samples-root", default=None, help="keep each scale's samples under this folder (s<scale>/)")
-    p.add_argument("--guidance", default=None, help="head | cfg (default: head for MT models, cfg for ddpm_cond)")
-    p.add_argument("--scales", default=None, help="comma-separated scales (default: eval.guidance_scales)")
+    p.add_argument("--scales", default=scales_default, help=scales_help)
     p.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples")
+    p.add_argument("--samples-root", default=None, help=samples_root_help)
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = guided_evaluation_parser(
+        "python -m mtdiff.guidance_sweep", __doc__, run_help="run folder of ddpm_cond or an MT model with a label modality",
+        judge=("--judge", "run folder of a trained classifier"), scales_default=None,
+        scales_help="comma-separated scales (default: eval.guidance_scales)",
+        samples_root_help="keep each scale's samples under this folder (s<scale>/)")
+    p.add_argument("--guidance", default=None, help="head | cfg (default: head for MT models, cfg for ddpm_cond)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
     a = p.parse_args(argv)
-
-    def work():
-        scales = None
-        if a.scales is not None:
-            try:
-                scales = [float(s) for s in a.scales.split(",")]
-            except ValueError:
-                raise ConfigError(f"--scales {a.scales!r}: accepted: comma-separated numbers >= 0") from None
-        sweep(a.run, a.judge, a.extractor_weights, a.out, samples_root=a.samples_root, guidance=a.guidance,
-              scales=scales, num_samples=a.num_samples, seed=a.seed, cache_dir=a.cache_dir, overrides=a.overrides)
-
-    return exit_status(work)
+    return exit_status(lambda: sweep(
+        a.run, a.judge, a.extractor_weights, a.out, samples_root=a.samples_root, guidance=a.guidance,
+        scales=parse_scales(a.scales), num_samples=a.num_samples, seed=a.seed, cache_dir=a.cache_dir,
+        overrides=a.overrides))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ masks and the same noise seed. Records: ``m2i_miou``, ``m2i_pixel_accuracy``, ``
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -132,28 +130,18 @@ def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mtdiff.mask_to_image", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="mt_mask / mt_all run, or a ddpm run (universal-guidance baseline)")
-    p.add_argument("--segmenter", required=True, help="run folder of the trained segmenter (judge and baseline guide)")
-    p.add_argument("--extractor-weights", default=None,
-                   help="domain extractor weights (not needed with eval.extractor: inception)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--scales", default="0,1,4", help="comma-separated guidance scales >= 0")
-    p.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples")
-    p.add_argument("--samples-root", default=None, help="write a grid per scale under this folder")
-    p.add_argument("--seed", type=int, default=0)
+    from mtdiff.guidance_sweep import guided_evaluation_parser, parse_scales
+
+    p = guided_evaluation_parser(
+        "python -m mtdiff.mask_to_image", __doc__,
+        run_help="mt_mask / mt_all run, or a ddpm run (universal-guidance baseline)",
+        judge=("--segmenter", "run folder of the trained segmenter (judge and baseline guide)"),
+        scales_default="0,1,4", scales_help="comma-separated guidance scales >= 0",
+        samples_root_help="write a grid per scale under this folder")
     a = p.parse_args(argv)
-
-    def work():
-        try:
-            scales = [float(s) for s in a.scales.split(",")]
-        except ValueError:
-            raise ConfigError(f"--scales {a.scales!r}: accepted: comma-separated numbers >= 0") from None
-        with tempfile.TemporaryDirectory():
-            evaluate_mask_to_image(a.run, a.segmenter, a.extractor_weights, a.out, scales=scales,
-                                   num_samples=a.num_samples, seed=a.seed, samples_root=a.samples_root)
-
-    return exit_status(work)
+    return exit_status(lambda: evaluate_mask_to_image(
+        a.run, a.segmenter, a.extractor_weights, a.out, scales=parse_scales(a.scales), num_samples=a.num_samples,
+        seed=a.seed, samples_root=a.samples_root))
 
 
 if __name__ == "__main__":

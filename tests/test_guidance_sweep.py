@@ -129,3 +129,15 @@ def test_elbo_joint_is_the_image_error_plus_the_weighted_label_error():
     assert (joint - plain).abs().max() > 1e-3
     pred = samplers.predict(model, diffusion, images, "label", procedure="elbo_joint", num_draws=1, elbo_timesteps=2)
     assert pred.shape == (3,)
+
+
+@pytest.mark.parametrize("module", ["guidance_sweep", "mask_to_image"])
+def test_both_guided_evaluations_share_their_options_and_refuse_bad_scales(module, capsys):
+    import importlib
+
+    main = importlib.import_module(f"mtdiff.{module}").main
+    judge = "--judge" if module == "guidance_sweep" else "--segmenter"
+    assert main(["--run", "r", judge, "j", "--out", "o.jsonl", "--scales", "0,x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --scales '0,x': accepted: comma-separated numbers >= 0\n"
+    assert guidance_sweep.parse_scales("0,1.5,4") == [0.0, 1.5, 4.0] and guidance_sweep.parse_scales(None) is None
