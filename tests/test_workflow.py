@@ -173,6 +173,10 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     metrics = set(records["metric"])
     assert {"fid", "kid_mean", "accuracy", "miou", "cond_accuracy", "coherence_label", "coherence_miou"} <= metrics
     assert set(records.loc[records.metric == "accuracy", "extra.procedure"]) >= {"head", "elbo", "direct"}
+    # every record says how the measured network ran; the anchors ran none
+    no_network = records.model.isin(["real_floor", "gaussian_baseline", "nearest_neighbour"])
+    assert set(records.loc[~no_network, "device"]) == {"cpu"} and records.loc[~no_network, "precision"].notna().all()
+    assert records.loc[no_network, ["precision", "device"]].isna().all().all()
     table = pd.read_csv(digits / "report" / "comparison.csv")
     assert len(table) >= 8
     for f in ("report.html", "report.ipynb"):
