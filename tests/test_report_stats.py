@@ -90,8 +90,8 @@ def test_convergence_check_cases():
     one = report.convergence_check({0: 3.0}, {0: 5.0})
     assert one["converged"] is None and "1 seed" in one["reason"]
     assert report.format_convergence(one).startswith("undefined (1 seed")
-    assert report.format_convergence(flat).startswith("yes (|Δ| 0.10 < CI 0.99, n=3")
-    assert report.format_convergence(falling).startswith("no (|Δ| 2.00 ≥ CI 0.99, n=3")
+    assert report.format_convergence(flat) == "yes: Δ -0.10 within ±0.99 (n=3)"
+    assert report.format_convergence(falling) == "no: Δ -2.00 outside ±0.99 (n=3)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,13 +126,14 @@ def _three_seed_records(precision="fp32"):
                              extra={"condition": "inpaint patches 0.5"}))
     for model, v in (("real_floor", 0.3), ("gaussian_baseline", 49.0)):
         recs.append(_rec("digits", model, 0, "fid", v, step=None, nfe=None, sampler=None, ema=None))
-    recs.append(_rec("digits", "real_floor", 0, "memorized_fraction", 0.01, step=None, nfe=None, sampler=None,
-                     ema=None, extractor=None))
+    for model, v in (("real_floor", 0.01), ("copier", 1.0)):  # test split ~1%, a copier of training images 100%
+        recs.append(_rec("digits", model, 0, "memorized_fraction", v, step=None, nfe=None, sampler=None,
+                         ema=None, extractor=None))
     df = pd.DataFrame(recs)
     df["extra.condition"] = [e.get("condition") for e in df["extra"]]
     df["extra.procedure"] = [e.get("procedure") for e in df["extra"]]
     df["extra.curve"] = [e.get("curve") for e in df["extra"]]
-    anchors = df["model"].isin(report.ANCHORS)
+    anchors = df["model"].isin([*report.ANCHORS, "copier"])
     df["precision"] = [None if a else precision for a in anchors]
     df["device"] = [None if a else "cpu" for a in anchors]
     return df
@@ -165,19 +166,22 @@ def test_per_task_tables_share_columns_and_give_verdicts():
     tabs = report.task_tables(t)
     assert list(tabs) == ["unconditional", "conditional", "classification", "segmentation", "inpainting"]
     gen = tabs["unconditional"].set_index("model")
-    assert list(gen.index) == ["ddpm", "mt_label", "mt_mask", "anchor: real data (train vs test)",
-                               "anchor: Gaussian baseline (independent pixels)"]
+    assert list(gen.columns[:4]) == ["seeds", f"FID ↓ [{DOMAIN}]", f"KID ↓ [{DOMAIN}]", "memorized fraction [pixels]"]
+    assert list(gen.index)[:3] == ["ddpm", "mt_label", "mt_mask"]
+    assert {"anchor: real data (train vs test)", "anchor: Gaussian baseline (independent pixels)"} < set(gen.index)
     assert gen.loc["ddpm", f"FID ↓ [{DOMAIN}]"] == "4.20 ± 0.50" and gen.loc["ddpm", "seeds"] == "3"
     # mt_label - ddpm = -1.0, -0.9, -1.0: better; the CI excludes 0
     vs = gen.loc["mt_label", "FID: MT − single-task"]
     assert vs.startswith("vs ddpm: -0.97 [") and "better, n=3, p=" in vs
     assert gen.loc["ddpm", "FID: MT − single-task"] == "—"
     # converged: ddpm's last two checkpoints are equal; mt_label still falls by 1.5
-    assert gen.loc["ddpm", "converged"].startswith("yes (|Δ| 0.00 <")
-    assert gen.loc["mt_label", "converged"].startswith("no (|Δ| 1.50 ≥")
+    assert gen.loc["ddpm", "converged"].startswith("yes: Δ +0.00 within ±")
+    assert gen.loc["mt_label", "converged"].startswith("no: Δ -1.50 outside ±")
     # memorization: mt_mask's fraction (~0.3) is above 10x the test split's (0.01): flagged
     mem = gen["memorized fraction [pixels]"]
     assert mem["mt_mask"].endswith("COPIES") and not mem["ddpm"].endswith("COPIES")
+    copier = next(lb for lb in gen.index if "copier" in lb)  # its label comes from the vocabulary
+    assert mem[copier].startswith("1.0") and mem[copier].endswith("± — COPIES") and not mem["anchor: real data (train vs test)"].endswith("COPIES")
     assert any("10x the test split" in n for n in tabs["unconditional"].attrs["notes"])
     # classification: one accuracy column, procedure in the row label, verdict worse
     cls = tabs["classification"].set_index("model")
@@ -199,8 +203,17 @@ def test_summary_markdown_names_its_source_and_every_task(tmp_path):
         assert title in md
     assert "over 3 seed(s)" in md and "*precision: fp32; device: cpu*" in md
     # every line of a table is a Markdown table row (pasted verbatim into the README)
-    table_lines = [x for x in md.splitlines() if x.startswith("|")]
-    assert table_lines and all(x.endswith("|") for x in table_lines)
+    # (no "|" inside a cell: each table's lines have as many as its header)
+    tables, current = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) == 5  # no training summaries given: no compute table
+    for lines in tables:
+        assert all(x.endswith("|") and x.count("|") == lines[0].count("|") for x in lines), lines
 
 
 def test_convergence_uses_the_largest_two_shared_checkpoints():

@@ -69,10 +69,10 @@ def convergence_table(records: pd.DataFrame, *, headline_nfe: int | None = None)
 
 
 def format_convergence(c: dict, decimals: int = 2) -> str:
-    """``"yes (|Δ| 0.12 < CI 0.40, n=3)"``, ``"no (|Δ| 0.60 ≥ CI 0.40, n=3)"`` or
-    ``"undefined (1 seed at the last checkpoint: no seed-to-seed CI)"``."""
+    """``"yes: Δ -0.12 within ±0.40 (n=3)"``, ``"no: Δ -0.60 outside ±0.40 (n=3)"`` or
+    ``"undefined (1 seed: no seed-to-seed CI)"`` (no ``|``: the text goes into Markdown tables)."""
     if c["converged"] is None:
         return f"undefined ({c['reason']})"
-    change, ci = abs(c["change"]), c["ci95"]
-    rel = "<" if c["converged"] else "≥"
-    return f"{'yes' if c['converged'] else 'no'} (|Δ| {change:.{decimals}f} {rel} CI {ci:.{decimals}f}, n={c['n']})"
+    where = "within" if c["converged"] else "outside"
+    return (f"{'yes' if c['converged'] else 'no'}: Δ {c['change'] + 0.0:+.{decimals}f} {where} "
+            f"±{c['ci95']:.{decimals}f} (n={c['n']})")

@@ -16,6 +16,7 @@ import math
 
 import pandas as pd
 
+from mtdiff.registry import MODELS
 from mtdiff.report.convergence import format_convergence
 from mtdiff.report.headline import column_sort_key, unique_or_mixed
 from mtdiff.report.tables import decimals_for, format_mean_ci, human_number, table_convergence, table_stats
@@ -99,7 +100,9 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         cells = [s for s in stats if s["metric"] in metrics]
         if not cells:
             continue
-        columns = sorted({_shared_column(s) for s in cells}, key=column_sort_key)
+        # columns in the task's metric order, then by extractor (the domain extractor first)
+        columns = sorted({_shared_column(s) for s in cells},
+                         key=lambda c: (metrics.index(parse_column_key(c)[0]), column_sort_key(c)))
         rows: dict[str, dict] = {}
         for s in cells:
             label = _row_label(s["model"], s["column"])
@@ -122,8 +125,8 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             d = decimals_for([s["mean"] for s in stats if s["column"] == first])  # as the FID column
             df["converged"] = [format_convergence(conv[rows[lb]["_model"]], d) if rows[lb]["_model"] in conv
                                else DASH for lb in order]
-            notes.append(f"converged: the last two checkpoints' {first} differ (|Δ|, mean over seeds) by less than "
-                         f"the 95% CI half-width over seeds of the last one (design.md section 9)")
+            notes.append(f"converged: Δ, the change of {first} between the last two checkpoints (mean over seeds), "
+                         f"lies within ± the 95% CI half-width over seeds of the last one (design.md section 9)")
         # one "vs single-task" column per compared metric (registry: ModelSpec.compared_on)
         mine = [v for v in verdicts if v["metric"] in metrics]
         for metric in [m for m in metrics if any(v["metric"] == m for v in mine)]:
@@ -155,7 +158,8 @@ def _flag_memorization(shown: list[str], cells: list, notes: list[str], col: str
     limit = MEMORIZATION_FLAG_FACTOR * anchor["mean"]
     notes.append(f"{col}: flagged (COPIES) above {MEMORIZATION_FLAG_FACTOR:g}x the test split's own fraction "
                  f"({anchor['mean']:.3f}), i.e. above {limit:.3f}")
-    return [text + " COPIES" if c is not None and c["model"] not in ANCHORS and c["mean"] > limit else text
+    # anchors are flagged too: the "copier" anchor (returns training images) must be, as a check
+    return [text + " COPIES" if c is not None and c["model"] != "real_floor" and c["mean"] > limit else text
             for text, c in zip(shown, cells)]
 
 
@@ -195,7 +199,8 @@ def summary_markdown(table: pd.DataFrame, *, source: str | None = None) -> str:
     and notes, in Markdown that also reads in a terminal."""
     ds = table.attrs.get("dataset") or "?"
     nfe = table.attrs.get("headline_nfe")
-    seeds = sorted({int(n) for m, n in table["n_seeds"].items() if m not in ANCHORS and n > 0}) \
+    # seeds of the trained models (registered, or run with another procedure: mt_masked+repaint)
+    seeds = sorted({int(n) for m, n in table["n_seeds"].items() if base_model(m) in MODELS and n > 0}) \
         if "n_seeds" in table.columns else []
     md = [f"## Results: {ds}", ""]
     if source:
