@@ -159,6 +159,18 @@ def test_one_precision_is_carried_to_the_rows_and_tables():
     assert report.vocabulary.is_missing(t.loc["real_floor", "numeric_precision"])  # anchors have none
     for df in report.task_tables(t).values():
         assert df.attrs["protocol"].startswith("precision: fp32; device: cpu"), df.attrs
+    assert report.table_caption(t).endswith("Numeric precision: fp32; device: cpu.")
+    # different precisions in different columns are allowed, and said per model
+    df = _three_seed_records()
+    df.loc[df["metric"] == "accuracy", "precision"] = "bf16"
+    t = report.comparison_table(df, dataset="digits")
+    assert "precision: ddpm=fp32, " in report.table_caption(t) and "classifier=bf16" in report.table_caption(t)
+    assert report.task_tables(t)["classification"].attrs["protocol"].startswith("precision: bf16; device: cpu")
+    # ... but not across the procedures of one task metric, which share a column of the task tables
+    df.loc[(df["model"] == "classifier"), "precision"] = "fp32"
+    with pytest.raises(report.ReportError, match=r"column accuracy mixes numeric precisions \(mt_label=bf16, "
+                                                 r"classifier=fp32\)|\(classifier=fp32, mt_label=bf16\)"):
+        report.comparison_table(df, dataset="digits")
 
 
 def test_per_task_tables_share_columns_and_give_verdicts():

@@ -116,14 +116,16 @@ def headline_stats(head: pd.DataFrame) -> pd.DataFrame:
 
 
 def refuse_mixed_precision(head: pd.DataFrame) -> None:
-    """Raise :class:`ReportError` if one column holds numbers computed at different numeric
-    precisions (fp32 vs bf16 autocast flipped a model ranking, design.md section 9), as columns
+    """Raise :class:`ReportError` if one column (a task metric: any of its procedures) holds
+    numbers computed at different numeric precisions (fp32 vs bf16 autocast flipped a model ranking, design.md section 9), as columns
     never mix feature extractors. Records without a precision (anchors, older runs) are not
     counted."""
     if "precision" not in head.columns:
         return
-    stamped = head[[not is_missing(v) for v in head["precision"]]]
-    for col, g in stamped.groupby("column", sort=False):
+    stamped = head[[not is_missing(v) for v in head["precision"]]].copy()
+    # by family: the procedures of a task metric share a column of the per-task tables
+    stamped["_family"] = stamped["column"].map(metric_family)
+    for col, g in stamped.groupby("_family", sort=False):
         if g["precision"].nunique() > 1:
             who = ", ".join(f"{m}={'/'.join(sorted(set(map(str, gm['precision']))))}"
                             for m, gm in g.groupby("model", sort=False))

@@ -261,7 +261,21 @@ def table_caption(table: pd.DataFrame) -> str:
     return (f"{ds}: headline metrics, mean ± 95% CI (t-distribution) over seeds; largest checkpoint step, "
             f"nfe={nfe if nfe is not None else DASH}. Generation metrics name their feature extractor in brackets "
             f"(never comparable across extractors); ↓ lower is better, ↑ higher is better; {DASH}: not measured, "
-            f"or CI undefined with one seed.")
+            f"or CI undefined with one seed.{_precision_note(table)}")
+
+
+def _precision_note(table: pd.DataFrame) -> str:
+    """`` Precision: fp32; device: cpu.`` of the model rows (per model where they differ)."""
+    parts = []
+    for col, name in (("numeric_precision", "precision"), ("device", "device")):
+        if col not in table.columns:
+            continue
+        vals = {m: str(v) for m, v in table[col].items() if m not in ANCHORS and not is_missing(v)}
+        if len(set(vals.values())) == 1:
+            parts.append(f"{name}: {next(iter(vals.values()))}")
+        elif vals:
+            parts.append(f"{name}: " + ", ".join(f"{m}={v}" for m, v in vals.items()))
+    return f" Numeric {'; '.join(parts)}." if parts else ""
 
 
 def write_tables(df: pd.DataFrame, out_dir, stem: str, *, caption: str | None = None) -> dict[str, Path]:
