@@ -116,6 +116,7 @@ def _three_seed_records(precision="fp32"):
     for seed, (c, m) in enumerate(((0.97, 0.95), (0.98, 0.96), (0.975, 0.955))):
         recs.append(_task("digits", "classifier", seed, "accuracy", c, "direct"))
         recs.append(_task("digits", "mt_label", seed, "accuracy", m, "head"))
+        recs.append(_task("digits", "mt_label", seed, "accuracy", m - 0.2, "elbo"))  # a second procedure
     for seed in range(3):
         recs.append(_task("digits", "segmenter", seed, "miou", 0.9 + 0.01 * seed, "direct"))
         recs.append(_task("digits", "mt_mask", seed, "miou", 0.85 + 0.02 * seed, "head"))
@@ -197,8 +198,11 @@ def test_per_task_tables_share_columns_and_give_verdicts():
     assert any("10x the test split" in n for n in tabs["unconditional"].attrs["notes"])
     # classification: one accuracy column, procedure in the row label, verdict worse
     cls = tabs["classification"].set_index("model")
-    assert list(cls.index) == ["classifier (direct)", "mt_label (head)"]
-    assert "test accuracy ↑" in cls.columns and "worse, n=3" in cls.loc["mt_label (head)", "test accuracy: MT − single-task"]
+    assert list(cls.index) == ["classifier (direct)", "mt_label (elbo)", "mt_label (head)"]
+    vs = cls["test accuracy: MT − single-task"]
+    assert "test accuracy ↑" in cls.columns and vs["mt_label (head)"].startswith("vs classifier (direct): -0.020 [")
+    assert vs["mt_label (elbo)"].startswith("vs classifier (direct): -0.220 [")  # its own procedure's verdict only
+    assert all(x.count("vs classifier") == 1 for x in vs[1:]) and "worse, n=3" in vs["mt_label (head)"]
     # equal conditional FIDs: no detectable difference
     cond = tabs["conditional"].set_index("model")
     assert "no detectable difference at 95%" in cond.loc["mt_label", "conditional FID: MT − single-task"]

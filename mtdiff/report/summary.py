@@ -133,7 +133,10 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             cells_vs = []
             for lb in order:
                 parts = []
-                for v in (v for v in mine if v["metric"] == metric and v["mt"] == rows[lb]["_model"]):
+                # the row's own cells (a procedure is a row of its own: mt_label (head), mt_label (elbo))
+                own = {c["column"] for k, c in rows[lb].items() if not k.startswith("_")}
+                for v in (v for v in mine if v["metric"] == metric and v["mt"] == rows[lb]["_model"]
+                          and v["mt_column"] in own):
                     d = decimals_for([s["mean"] for s in cells if s["column"] == v["mt_column"]])
                     parts.append(f"vs {who(v['base'], v['base_column'])}: {format_difference(v, d)}")
                     notes += [f"{who(m, c)} seed(s) {', '.join(map(str, v['unpaired'][k]))} have no partner in the "
