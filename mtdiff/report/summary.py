@@ -120,37 +120,47 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 df[_header(col)] = _flag_memorization(df[_header(col)].tolist(), [rows[lb].get(col) for lb in order],
                                                       notes, col)
         if key == "unconditional" and convergence:
-            conv = {c["model"]: c for c in sorted(convergence, key=lambda c: column_sort_key(c["column"]), reverse=True)}
-            first = min((c["column"] for c in convergence), key=column_sort_key)
-            d = decimals_for([s["mean"] for s in stats if s["column"] == first])  # as the FID column
-            df["converged"] = [format_convergence(conv[rows[lb]["_model"]], d) if rows[lb]["_model"] in conv
-                               else DASH for lb in order]
-            notes.append(f"converged: Δ, the change of {first} between the last two checkpoints (mean over seeds), "
-                         f"lies within ± the 95% CI half-width over seeds of the last one (design.md section 9)")
-        # one "vs single-task" column per compared metric (registry: ModelSpec.compared_on)
-        mine = [v for v in verdicts if v["metric"] in metrics]
-        for metric in [m for m in metrics if any(v["metric"] == m for v in mine)]:
-            cells_vs = []
-            for lb in order:
-                parts = []
-                # the row's own cells (a procedure is a row of its own: mt_label (head), mt_label (elbo))
-                own = {c["column"] for k, c in rows[lb].items() if not k.startswith("_")}
-                for v in (v for v in mine if v["metric"] == metric and v["mt"] == rows[lb]["_model"]
-                          and v["mt_column"] in own):
-                    d = decimals_for([s["mean"] for s in cells if s["column"] == v["mt_column"]])
-                    parts.append(f"vs {who(v['base'], v['base_column'])}: {format_difference(v, d)}")
-                    notes += [f"{who(m, c)} seed(s) {', '.join(map(str, v['unpaired'][k]))} have no partner in the "
-                              f"{metric} comparison {who(v['mt'], v['mt_column'])} vs {who(v['base'], v['base_column'])}: "
-                              f"left out" for k, m, c in (("mt", v["mt"], v["mt_column"]),
-                                                          ("base", v["base"], v["base_column"])) if v["unpaired"][k]]
-                cells_vs.append("; ".join(parts) or DASH)
-            df[f"{METRIC_NAMES.get(metric, metric)}: MT − single-task"] = cells_vs
+            _add_converged(df, rows, order, convergence, stats, notes)
+        _add_vs_columns(df, rows, order, cells, [v for v in verdicts if v["metric"] in metrics], metrics, notes)
         df.attrs.update(title=title, protocol=_protocol_line(cells), notes=notes)
         out[key] = df
     compute = compute_table(table)
     if compute is not None:
         out["compute"] = compute
     return out
+
+
+def _add_converged(df, rows, order, convergence, stats, notes) -> None:
+    """The "converged" column of the generation table (the domain extractor's FID curve first)."""
+    conv = {c["model"]: c for c in sorted(convergence, key=lambda c: column_sort_key(c["column"]), reverse=True)}
+    first = min((c["column"] for c in convergence), key=column_sort_key)
+    d = decimals_for([s["mean"] for s in stats if s["column"] == first])  # as the FID column
+    df["converged"] = [format_convergence(conv[rows[lb]["_model"]], d) if rows[lb]["_model"] in conv else DASH
+                       for lb in order]
+    notes.append(f"converged: Δ, the change of {first} between the last two checkpoints (mean over seeds), "
+                 f"lies within ± the 95% CI half-width over seeds of the last one (design.md section 9)")
+
+
+def _add_vs_columns(df, rows, order, cells, verdicts, metrics, notes) -> None:
+    """One "MT − single-task" column per compared metric (registry: ``ModelSpec.compared_on``);
+    a row's cell holds the verdicts of its own cells (a procedure is a row of its own:
+    ``mt_label (head)``, ``mt_label (elbo)``). Unpaired seeds go to ``notes``."""
+    for metric in [m for m in metrics if any(v["metric"] == m for v in verdicts)]:
+        shown = []
+        for lb in order:
+            own = {c["column"] for k, c in rows[lb].items() if not k.startswith("_")}
+            parts = []
+            for v in verdicts:
+                if v["metric"] != metric or v["mt"] != rows[lb]["_model"] or v["mt_column"] not in own:
+                    continue
+                d = decimals_for([s["mean"] for s in cells if s["column"] == v["mt_column"]])
+                parts.append(f"vs {who(v['base'], v['base_column'])}: {format_difference(v, d)}")
+                notes += [f"{who(m, c)} seed(s) {', '.join(map(str, v['unpaired'][k]))} have no partner in the "
+                          f"{metric} comparison {who(v['mt'], v['mt_column'])} vs {who(v['base'], v['base_column'])}: "
+                          f"left out" for k, m, c in (("mt", v["mt"], v["mt_column"]),
+                                                      ("base", v["base"], v["base_column"])) if v["unpaired"][k]]
+            shown.append("; ".join(parts) or DASH)
+        df[f"{METRIC_NAMES.get(metric, metric)}: MT − single-task"] = shown
 
 
 def _flag_memorization(shown: list[str], cells: list, notes: list[str], col: str) -> list[str]:
