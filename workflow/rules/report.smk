@@ -1,13 +1,6 @@
 REPORT_PLOTS = ("headline_bars", "training_curves", "metric_vs_nfe", "losses")
 
 
-def report_source():
-    """The top line of summary.md: the command and the config files the results came from."""
-    files = workflow.configfiles or [ROOT / "config" / "config.yaml"]
-    names = ", ".join(f"`{os.path.relpath(Path(f).resolve(), ROOT)}`" for f in files)
-    return f"`snakemake` (`make run`) with config {names} (plus any --config overrides), rule report_tables"
-
-
 rule report_tables:
     """Comparison tables (CSV, Markdown, LaTeX), the per-task summary tables with the
     MT-vs-single-task verdicts (summary.md), the quoted paper table, plots (PNG, SVG) and
@@ -51,7 +44,13 @@ rule report_tables:
     threads: 1
     params:
         root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
-        source=report_source(),
+        # summary.md's top line: the command and the config files the results came from
+        source=lambda wc: "`snakemake` (`make run`) with config "
+        + ", ".join(
+            f"`{os.path.relpath(Path(f).resolve(), ROOT)}`"
+            for f in workflow.configfiles or [ROOT / "config" / "config.yaml"]
+        )
+        + " (plus any --config overrides), rule report_tables",
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.report --root {params.root} --dataset {wildcards.dataset} "
         "--out $(dirname {output.table}) --source {params.source:q} > {log} 2>&1"
