@@ -89,7 +89,8 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "ddpm": ModelSpec(
         "diffusion", (), description="image DDPM", label="ddpm (image only)", colour="#1f77b4",
-        compared_on=("fid",),
+        # inpainting: ddpm by RePaint against an MT model's own inpainting (report's per-task tables)
+        compared_on=("fid", "inpaint_mse", "inpaint_fid"),
     ),
     "ddpm_cond": ModelSpec(
         "diffusion", (), class_conditional=True, description="class-conditional DDPM",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 import pandas as pd
 
@@ -33,12 +32,14 @@ def test_findings_name_the_winner_and_flip_with_the_numbers(tmp_path):
     acc_b = next(f for f in out["b"] if f.startswith("accuracy ("))
     assert "classifier (direct) has the highest value" in acc_a
     assert "mt_label (head) has the highest value" in acc_b
-    pair_a = next(f for f in out["a"] if f.startswith(f"mt_label vs ddpm on fid[{DOMAIN}]"))
-    pair_b = next(f for f in out["b"] if f.startswith(f"mt_label vs ddpm on fid[{DOMAIN}]"))
-    assert "MT model is better" in pair_a and "MT model is worse" in pair_b
-    assert "difference -10.0" in pair_a and "difference +10.0" in pair_b
-    assert any(f.startswith("mt_label (head) vs classifier (direct) on accuracy") for f in out["a"])
-    assert any(f.startswith("mt_mask (head) vs segmenter (direct) on miou") for f in out["a"])
+    # paired verdicts: every seed's difference is -10 (a) / +10 (b): a zero-width interval
+    assert f"mt_label's fid[{DOMAIN}] is better than ddpm's: -10.0 [-10.0, -10.0], n=3" in "\n".join(out["a"])
+    assert f"mt_label's fid[{DOMAIN}] is worse than ddpm's: +10.0 [+10.0, +10.0], n=3" in "\n".join(out["b"])
+    # accuracy: classifier has seeds 0 and 1 only, so mt_label's seed 2 is unpaired and said
+    acc = next(f for f in out["a"] if f.startswith("mt_label (head)'s accuracy is worse than classifier (direct)'s"))
+    assert "-0.050 [-0.050, -0.050], n=2" in acc and "Unpaired, left out: mt_label (head) seed(s) 2" in acc
+    miou = next(f for f in out["a"] if f.startswith("mt_mask (head) vs segmenter (direct) on miou"))
+    assert "verdict undefined, 1 paired seed" in miou
     assert any(f.startswith("Compute, mt_label vs ddpm: parameters 520k vs 500k (x1.04)") for f in out["a"])
     # anchors: (300 - 22) / (300 - 5) = 94%, (300 - 32) / 295 = 91%
     anc = next(f for f in out["a"] if f.startswith(f"fid[{DOMAIN}] relative to the anchors"))
@@ -62,7 +63,9 @@ def test_findings_work_from_the_csv_alone(digits_table, tmp_path):
     _, _, table = digits_table
     paths = report.write_tables(table, tmp_path, "c")
     back = pd.read_csv(paths["csv"], index_col="model")
-    f1 = [x for x in report.findings(table) if not x.startswith("Protocol")]
+    # the CSV keeps means and CIs only: no per-seed values (paired verdicts) and no curves (converged)
+    f1 = [x for x in report.findings(table) if not x.startswith(("Protocol", "Converged"))]
     f2 = report.findings(back)
+    assert not any(x.startswith("Converged") for x in f2)
     assert any(x.startswith(f"fid[{DOMAIN}] (lower is better): mt_label") for x in f2)
     assert len(f2) >= len(f1) - 1

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 
-import numpy as np
 import pytest
 
 from mtdiff import report

@@ -10,9 +10,12 @@ Reads only what the workflow wrote under a results root ``R`` for a dataset ``D`
 and writes (``build_report``) into an output folder the files of :data:`REPORT_FILES`.
 
 One module per job: :mod:`~mtdiff.report.vocabulary` (models, anchors, metrics, column names),
-:mod:`~mtdiff.report.stats` (mean and 95% CI), :mod:`~mtdiff.report.load` (reading results),
-:mod:`~mtdiff.report.headline` (choosing headline values), :mod:`~mtdiff.report.tables` (the
-comparison table and its files), :mod:`~mtdiff.report.findings` (the reading of the table),
+:mod:`~mtdiff.report.stats` (mean and 95% CI, paired differences, the convergence test),
+:mod:`~mtdiff.report.load` (reading results), :mod:`~mtdiff.report.headline` (choosing headline
+values; one precision per column), :mod:`~mtdiff.report.tables` (the comparison table and its
+files), :mod:`~mtdiff.report.verdicts` (MT vs single-task, paired over seeds),
+:mod:`~mtdiff.report.convergence` (converged yes/no per model), :mod:`~mtdiff.report.summary`
+(the per-task tables of summary.md), :mod:`~mtdiff.report.findings` (the reading of the table),
 :mod:`~mtdiff.report.figures` and :mod:`~mtdiff.report.plots` (the figures),
 :mod:`~mtdiff.report.build` (one dataset's report), :mod:`~mtdiff.report.notebook` (the HTML
 notebook) and :mod:`~mtdiff.report.cli` (``mtdiff report``). Their public names are all
@@ -36,6 +39,9 @@ Protocol of the comparison table (:func:`comparison_table`)
   ``gaussian_baseline``: an independent-pixel Gaussian) are rows of their own.
 * Equal-compute control: parameters, training steps, images seen, wall time and peak memory
   (means over the seeds' ``summary.json``) sit beside the metrics.
+* One numeric precision per column: records stamped with different ``precision`` (a record
+  without one takes its training run's from ``summary.json``; anchors have none) are refused with
+  an error naming the models and precisions; each row carries ``numeric_precision`` and ``device``.
 
 The paper's own numbers (:func:`reference_table`, ``mtdiff/paper_reference.csv``) are quoted,
 never merged into the measured table.
@@ -50,11 +56,15 @@ _SUBMODULES = {
     "vocabulary": ("ANCHORS", "DASH", "METRIC_NAMES", "REPORT_FILES", "ReportError", "column_key", "metric_direction",
                    "metric_family", "model_colour", "model_kind", "model_label", "model_order", "model_pairs",
                    "multi_task_models", "parse_column_key", "pretty_column", "single_task_models"),
-    "stats": ("intervals_overlap", "mean_ci95"),
+    "stats": ("convergence_check", "intervals_overlap", "mean_ci95", "paired_difference"),
+    "convergence": ("convergence_table", "format_convergence"),
+    "verdicts": ("format_difference", "paired_verdicts", "verdict_sentence"),
+    "summary": ("MEMORIZATION_FLAG_FACTOR", "compute_table", "summary_markdown", "task_tables"),
     "load": ("find_sample_grids", "load_records", "load_summaries", "load_train_logs"),
     "headline": ("default_headline_nfe", "headline_records", "headline_stats"),
     "tables": ("QUOTED_NOTE", "comparison_table", "format_mean_ci", "format_table", "latex_escape", "metric_columns",
-               "reference_table", "table_caption", "table_stats", "write_reference_table", "write_tables"),
+               "reference_table", "table_caption", "table_convergence", "table_stats", "write_reference_table",
+               "write_tables"),
     "plots": ("plot_bars", "plot_losses", "plot_metric_vs_nfe", "plot_training_curves"),
     "build": ("build_report", "make_report"),
     "notebook": ("inject_parameters", "render_notebook"),

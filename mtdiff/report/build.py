@@ -11,24 +11,27 @@ from mtdiff.report.findings import findings
 from mtdiff.report.inpainting import write_inpainting_tables
 from mtdiff.report.load import find_sample_grids, load_records, load_summaries, load_train_logs
 from mtdiff.report.plots import plot_bars, plot_losses, plot_metric_vs_nfe, plot_training_curves
+from mtdiff.report.summary import summary_markdown
 from mtdiff.report.tables import (
     QUOTED_NOTE, comparison_table, format_table, table_caption, write_reference_table, write_tables,
 )
 from mtdiff.report.vocabulary import ReportError
 
 
-def build_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None) -> dict[str, Path]:
+def build_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None,
+                 source: str | None = None) -> dict[str, Path]:
     """Everything of one dataset into ``out_dir``: the files of :data:`REPORT_FILES` (tables,
     quoted paper numbers, plots as PNG and SVG, findings.md and a report.md that links them).
     Plots without data are written as placeholders, so the file list is fixed. Returns
-    ``{file name: path}`` plus ``grid:<model>/seed<k>`` entries for the sample grids found."""
-    return make_report(root, dataset, out_dir, headline_nfe=headline_nfe)["files"]
+    ``{file name: path}`` plus ``grid:<model>/seed<k>`` entries for the sample grids found.
+    ``source`` (e.g. the command and config) heads summary.md, the per-task tables."""
+    return make_report(root, dataset, out_dir, headline_nfe=headline_nfe, source=source)["files"]
 
 
-def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None) -> dict:
+def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None, source: str | None = None) -> dict:
     """:func:`build_report` returning also what it computed: ``{"files": {name: path},
-    "table": comparison table, "findings": [str], "grids": [{"model", "seed", "path"}],
-    "plots": {name: [png, svg]}}``."""
+    "table": comparison table, "findings": [str], "summary": summary.md's text,
+    "grids": [{"model", "seed", "path"}], "plots": {name: [png, svg]}}``."""
     root, out_dir = Path(root), Path(out_dir)
     metrics_dir = root / dataset / "metrics"
     files = sorted(metrics_dir.glob("*.jsonl"))
@@ -61,11 +64,13 @@ def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None)
     fmd = f"# Findings: {dataset}\n\nComputed from the comparison table only (no hand-written claims).\n\n" + \
           "".join(f"- {line}\n" for line in lines)
     written["findings.md"] = atomic_write_text(out_dir / "findings.md", fmd)
+    summary = summary_markdown(table, source=source)
+    written["summary.md"] = atomic_write_text(out_dir / "summary.md", summary + "\n")
     grids = find_sample_grids(root, dataset)
     for g in grids:
         written[f"grid:{g['model']}/seed{g['seed']}"] = g["path"]
     written["report.md"] = atomic_write_text(out_dir / "report.md", _report_md(dataset, table, lines, plots, grids, out_dir))
-    return {"files": written, "table": table, "findings": lines, "grids": grids, "plots": plots}
+    return {"files": written, "table": table, "findings": lines, "summary": summary, "grids": grids, "plots": plots}
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -76,7 +81,8 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _report_md(dataset, table, lines, plots, grids, out_dir) -> str:
-    md = [f"# mtdiff report: {dataset}", "", table_caption(table), "",
+    md = [f"# mtdiff report: {dataset}", "", "Per-task tables with the MT-vs-single-task verdicts: "
+          "[summary.md](summary.md).", "", "Everything in one table: " + table_caption(table), "",
           format_table(table).to_markdown(index=False, disable_numparse=True), "",
           "Raw numbers: [comparison.csv](comparison.csv); LaTeX: [comparison.tex](comparison.tex).", "",
           "## Findings", "", *[f"- {x}" for x in lines], "", "## Plots", ""]

@@ -21,7 +21,8 @@ def _cmd_report(args) -> None:
         if args.out and len(datasets) > 1 and "{dataset}" not in args.out:
             raise ConfigError("--out must contain {dataset} when several --dataset are given, "
                               "e.g. --out results/{dataset}/report")
-        written = build_report(args.root, ds, out, headline_nfe=args.headline_nfe)
+        source = args.source or f"`mtdiff report --root {args.root} --dataset {ds}`"
+        written = build_report(args.root, ds, out, headline_nfe=args.headline_nfe, source=source)
         n_files = sum(1 for k in written if not k.startswith("grid:"))
         print(f"wrote {n_files} report files to {out} ({ds})")
     if args.html or args.executed_notebook:
@@ -40,6 +41,9 @@ def add_report_parser(subparsers) -> None:
                    help="output folder (default: <root>/<dataset>/report; may contain {dataset})")
     p.add_argument("--headline-nfe", type=int, default=None,
                    help="NFE of the headline values (default: the most common NFE of the records)")
+    p.add_argument("--source", default=None,
+                   help="where the results came from (command and config), shown at the top of summary.md "
+                        "(default: this report command)")
     p.add_argument("--html", default=None, help="also execute notebooks/report.ipynb for the datasets and write HTML")
     p.add_argument("--executed-notebook", default=None, help="also save the executed notebook (.ipynb) here")
     p.add_argument("--notebook", default=None, help="report notebook to execute (default: notebooks/report.ipynb)")

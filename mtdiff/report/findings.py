@@ -1,7 +1,9 @@
 """A short reading of the comparison table, computed only from its numbers (no hand-written
-claims): the best model per metric and whether its 95% CI overlaps the runner-up's, each
-multi-task model against its single-task baselines (``ModelSpec.baselines`` in
-mtdiff/models.py), FID/KID relative to the anchors, and the protocol notes."""
+claims): each multi-task model against its single-task baselines (``ModelSpec.baselines`` in
+mtdiff/registry.py) as a paired verdict over seeds (:mod:`mtdiff.report.verdicts`), whether each
+diffusion model's training converged (:mod:`mtdiff.report.convergence`), the best model per
+metric and whether its 95% CI overlaps the runner-up's, FID/KID relative to the anchors, and the
+protocol notes."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import math
 import pandas as pd
 
 from mtdiff.report.stats import intervals_overlap
-from mtdiff.report.tables import decimals_for, format_mean_ci, human_number, metric_columns
+from mtdiff.report.convergence import format_convergence
+from mtdiff.report.tables import (
+    decimals_for, format_mean_ci, human_number, metric_columns, table_convergence, table_stats,
+)
+from mtdiff.report.verdicts import paired_verdicts, verdict_sentence
 from mtdiff.report.vocabulary import (
     ANCHORS, TASK_METRICS, is_missing, metric_direction, metric_family, model_pairs, parse_column_key,
 )
@@ -54,8 +60,11 @@ def _verdict(a: dict, b: dict, direction: str) -> tuple[str, bool]:
 def findings(table: pd.DataFrame) -> list[str]:
     """A short reading of the comparison table, computed only from its numbers:
 
+    * each MT model against its single-task counterpart: the paired verdict over seeds (from the
+      per-seed values kept with the table; a table read back from CSV has none, and its means
+      and CIs are compared instead), with the compute beside it;
+    * converged yes/no per diffusion model (the curve records kept with the table);
     * per metric (family): the best model and whether its 95% CI overlaps the runner-up's;
-    * each MT model against its single-task counterpart (with the compute beside it);
     * each FID/KID relative to the anchors (share of the way from the Gaussian baseline to the
       real-data floor);
     * protocol notes collected while building the table."""
@@ -69,6 +78,11 @@ def findings(table: pd.DataFrame) -> list[str]:
         out.append(f"Headline values: largest checkpoint step{f', nfe={nfe}' if nfe is not None else ''}; "
                    f"mean ± 95% CI (t-distribution) over {nrange} seed(s) per model.")
     decimals = {col: decimals_for(table[f"{col}_mean"]) for col in metric_columns(table)}
+    stats = table_stats(table)
+    if stats:
+        out += _verdict_lines(table, stats, decimals)
+    out += [f"Converged ({c['column']}, checkpoints {' -> '.join(map(str, c['steps']))}): {c['model']} "
+            f"{format_convergence(c, decimals.get(c['column'], 2))}." for c in table_convergence(table)]
     # 1. winners per family
     families: dict[str, list[dict]] = {}
     for e in entries:
@@ -103,7 +117,7 @@ def findings(table: pd.DataFrame) -> list[str]:
                        f"({_fmt(second, d)}): {who(best)} is clearly best.")
     # 2. MT models against their single-task counterparts
     by = {(e["model"], e["column"]): e for e in entries}
-    for mt, base, metrics in model_pairs():
+    for mt, base, metrics in ([] if stats else model_pairs()):
         lines = []
         for e in entries:
             if e["model"] != mt or parse_column_key(e["column"])[0] not in metrics:
@@ -157,6 +171,22 @@ def findings(table: pd.DataFrame) -> list[str]:
             out.append(f"{col}: Gaussian baseline {gauss['mean']:.{d}f} (no real-data floor); " + ", ".join(parts) + ".")
     for note in table.attrs.get("notes", []):
         out.append(f"Protocol note: {note}.")
+    return out
+
+
+def _verdict_lines(table: pd.DataFrame, stats: list[dict], decimals: dict) -> list[str]:
+    """The paired verdicts in plain words, each pair's compute after its verdicts."""
+    out, last_pair = [], None
+    for v in paired_verdicts(stats):
+        pair = (v["mt"], v["base"])
+        if last_pair is not None and pair != last_pair:
+            c = _compute_line(table, *last_pair)
+            out += [c] if c else []
+        last_pair = pair
+        out.append(verdict_sentence(v, decimals.get(v["mt_column"], 2)))
+    if last_pair is not None:
+        c = _compute_line(table, *last_pair)
+        out += [c] if c else []
     return out
 
 

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 
 from mtdiff.report.stats import mean_ci95
-from mtdiff.report.vocabulary import METRIC_ORDER, TASK_METRICS, column_key, is_missing, metric_family, parse_column_key
+from mtdiff.report.vocabulary import (
+    METRIC_ORDER, TASK_METRICS, ReportError, column_key, is_missing, metric_family, parse_column_key,
+)
 
 
 def with_column_keys(records: pd.DataFrame) -> pd.DataFrame:
     df = records.copy()
     for c in ("extra.condition", "extra.procedure", "extra.curve", "extractor", "nfe", "checkpoint_step",
-              "n_generated", "ema", "sampler"):
+              "n_generated", "ema", "sampler", "precision", "device"):
         if c not in df.columns:
             df[c] = None
     df = df[df["value"].notna()]
@@ -108,8 +110,28 @@ def headline_stats(head: pd.DataFrame) -> pd.DataFrame:
             "n_generated": unique_or_mixed(g["n_generated"]), "n_reference": unique_or_mixed(g["n_reference"]),
             "reference_split": unique_or_mixed(g["reference_split"]), "nfe": unique_or_mixed(g["nfe"]),
             "sampler": unique_or_mixed(g["sampler"]), "checkpoint_step": unique_or_mixed(g["checkpoint_step"]),
+            "precision": unique_or_mixed(g["precision"]), "device": unique_or_mixed(g["device"]),
         })
     return pd.DataFrame(rows)
+
+
+def refuse_mixed_precision(head: pd.DataFrame) -> None:
+    """Raise :class:`ReportError` if one column (a task metric: any of its procedures) holds
+    numbers computed at different numeric precisions (fp32 vs bf16 autocast flipped a model ranking, design.md section 9), as columns
+    never mix feature extractors. Records without a precision (anchors, older runs) are not
+    counted."""
+    if "precision" not in head.columns:
+        return
+    stamped = head[[not is_missing(v) for v in head["precision"]]].copy()
+    # by family: the procedures of a task metric share a column of the per-task tables
+    stamped["_family"] = stamped["column"].map(metric_family)
+    for col, g in stamped.groupby("_family", sort=False):
+        if g["precision"].nunique() > 1:
+            who = ", ".join(f"{m}={'/'.join(sorted(set(map(str, gm['precision']))))}"
+                            for m, gm in g.groupby("model", sort=False))
+            raise ReportError(f"column {col} mixes numeric precisions ({who}); numbers of different precisions "
+                              f"are not comparable: rerun the models at one train.precision (e.g. fp32) or "
+                              f"report them from separate results roots")
 
 
 def column_sort_key(col: str):

@@ -30,7 +30,9 @@ def _iter_jsonl_paths(paths) -> list[Path]:
 
 
 _RECORD_COLUMNS = ("dataset", "model", "seed", "checkpoint_step", "ema", "sampler", "nfe", "n_generated",
-                   "reference_split", "n_reference", "extractor", "metric", "value", "wall_time_s")
+                   "reference_split", "n_reference", "extractor", "metric", "value", "wall_time_s",
+                   # stamped by newer runs (null for anchors and older records): read as missing if absent
+                   "precision", "device")
 
 
 def load_records(paths) -> pd.DataFrame:

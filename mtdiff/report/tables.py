@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 
 from mtdiff.io import atomic_write_text
-from mtdiff.report.headline import column_sort_key, headline_records, headline_stats, unique_or_mixed
+from mtdiff.report.convergence import convergence_table
+from mtdiff.report.headline import (
+    column_sort_key, headline_records, headline_stats, refuse_mixed_precision, unique_or_mixed,
+)
 from mtdiff.report.vocabulary import (
     ANCHORS, DASH, PAPER_REFERENCE_CSV, RESOURCE_COLUMNS, TASK_METRICS, ReportError, is_missing, metric_direction,
     model_kind, model_label, model_rank, parse_column_key,
@@ -45,6 +48,8 @@ def comparison_table(records: pd.DataFrame, summaries: pd.DataFrame | None = Non
         notes.append(f"{dropped} record(s) with a null (non-finite) value left out")
     head = headline_records(records, headline_nfe=headline_nfe, notes=notes)
     nfe = head.attrs.get("headline_nfe")
+    head = with_run_precision(head, summaries)
+    refuse_mixed_precision(head)
     stats = headline_stats(head)
     if stats.empty:
         raise ReportError("no finite metric values to tabulate")
@@ -68,6 +73,9 @@ def comparison_table(records: pd.DataFrame, summaries: pd.DataFrame | None = Non
         if parse_column_key(col)[0] not in TASK_METRICS and (len(ns) > 1 or "mixed" in ns):
             notes.append(f"{col}: models were evaluated on different numbers of generated images "
                          f"({', '.join(f'{m}={v}' for m, v in gen.items())}); FID/KID are biased in N, compare with care")
+    # numeric precision and device of each row's numbers (one per column, checked above)
+    table["numeric_precision"] = [unique_or_mixed(head.loc[head["model"] == m, "precision"]) for m in models]
+    table["device"] = [unique_or_mixed(head.loc[head["model"] == m, "device"]) for m in models]
     seeds_per_model = head.groupby("model")["seed"].nunique()
     table["n_seeds"] = seeds_per_model.reindex(models).fillna(0).astype(int)
     # real-data anchor label names the splits it was computed from
@@ -100,9 +108,39 @@ def comparison_table(records: pd.DataFrame, summaries: pd.DataFrame | None = Non
     single = [m for m in models if m not in ANCHORS and 0 < table.loc[m, "n_seeds"] < 2]
     if single:
         notes.append(f"only one seed for {', '.join(single)}: no confidence interval (shown as {DASH})")
+    convergence = convergence_table(records, headline_nfe=nfe)
     table.attrs.update(dataset=dataset, headline_nfe=nfe, metric_columns=list(columns),
-                       stats=json.dumps(stats.to_dict("records"), default=_json_default), notes=notes)
+                       stats=json.dumps(stats.to_dict("records"), default=_json_default), notes=notes,
+                       convergence=json.dumps(convergence, default=_json_default))
     return table
+
+
+def with_run_precision(head: pd.DataFrame, summaries: pd.DataFrame | None) -> pd.DataFrame:
+    """Records without a ``precision``/``device`` stamp (older runs) take their training run's
+    from ``summary.json`` (same model and seed); anchors have no run and stay null."""
+    head = head.copy()
+    for c in ("precision", "device"):
+        if c not in head.columns:
+            head[c] = None
+    if summaries is None or not len(summaries):
+        return head
+    runs = {(r["model"], int(r["seed"])): r for _, r in summaries.iterrows() if not is_missing(r["seed"])}
+    for c in ("precision", "device"):
+        if c not in summaries.columns:
+            continue
+        fill = [runs[(m, int(s))][c] if is_missing(v) and not is_missing(s) and (m, int(s)) in runs else v
+                for m, s, v in zip(head["model"], head["seed"], head[c])]
+        head[c] = [None if is_missing(v) else v for v in fill]
+    return head
+
+
+def table_convergence(table: pd.DataFrame) -> list[dict]:
+    """The convergence checks (:func:`mtdiff.report.convergence.convergence_table`) computed with
+    a comparison table; [] for a table read back from CSV."""
+    raw = table.attrs.get("convergence")
+    if not raw:
+        return []
+    return json.loads(raw) if isinstance(raw, str) else list(raw)
 
 
 def _json_default(o):
@@ -223,7 +261,21 @@ def table_caption(table: pd.DataFrame) -> str:
     return (f"{ds}: headline metrics, mean ± 95% CI (t-distribution) over seeds; largest checkpoint step, "
             f"nfe={nfe if nfe is not None else DASH}. Generation metrics name their feature extractor in brackets "
             f"(never comparable across extractors); ↓ lower is better, ↑ higher is better; {DASH}: not measured, "
-            f"or CI undefined with one seed.")
+            f"or CI undefined with one seed.{_precision_note(table)}")
+
+
+def _precision_note(table: pd.DataFrame) -> str:
+    """`` Precision: fp32; device: cpu.`` of the model rows (per model where they differ)."""
+    parts = []
+    for col, name in (("numeric_precision", "precision"), ("device", "device")):
+        if col not in table.columns:
+            continue
+        vals = {m: str(v) for m, v in table[col].items() if m not in ANCHORS and not is_missing(v)}
+        if len(set(vals.values())) == 1:
+            parts.append(f"{name}: {next(iter(vals.values()))}")
+        elif vals:
+            parts.append(f"{name}: " + ", ".join(f"{m}={v}" for m, v in vals.items()))
+    return f" Numeric {'; '.join(parts)}." if parts else ""
 
 
 def write_tables(df: pd.DataFrame, out_dir, stem: str, *, caption: str | None = None) -> dict[str, Path]:

@@ -119,7 +119,7 @@ RESOURCE_COLUMNS = {  # summary.json field -> (table column, display header)
 SUMMARY_FIELDS = ("model", "dataset", "seed", "parameters", "steps", "images_seen", "batch_size", "wall_s",
                   "peak_memory_mb", "device", "precision", "world_size", "done")
 REPORT_FILES = ("comparison.csv", "comparison.md", "comparison.tex", "paper_reference.csv", "paper_reference.md",
-                "findings.md", "report.md", "headline_bars.png", "headline_bars.svg", "training_curves.png",
+                "findings.md", "summary.md", "report.md", "headline_bars.png", "headline_bars.svg", "training_curves.png",
                 "training_curves.svg", "metric_vs_nfe.png", "metric_vs_nfe.svg", "losses.png", "losses.svg")
 # the package data file mtdiff/paper_reference.csv, and the repository's notebooks/report.ipynb
 PAPER_REFERENCE_CSV = Path(__file__).resolve().parents[1] / "paper_reference.csv"

@@ -2,7 +2,8 @@ REPORT_PLOTS = ("headline_bars", "training_curves", "metric_vs_nfe", "losses")
 
 
 rule report_tables:
-    """Comparison tables (CSV, Markdown, LaTeX), the quoted paper table, plots (PNG, SVG) and
+    """Comparison tables (CSV, Markdown, LaTeX), the per-task summary tables with the
+    MT-vs-single-task verdicts (summary.md), the quoted paper table, plots (PNG, SVG) and
     data-driven findings of one dataset, from the metric records and training summaries."""
     input:
         records=lambda wc: metric_files(wc.dataset),
@@ -18,6 +19,12 @@ rule report_tables:
         markdown=f"{RESULTS}/{{dataset}}/report/comparison.md",
         latex=f"{RESULTS}/{{dataset}}/report/comparison.tex",
         findings=f"{RESULTS}/{{dataset}}/report/findings.md",
+        summary=report(
+            f"{RESULTS}/{{dataset}}/report/summary.md",
+            category="Tables",
+            subcategory="{dataset}",
+            caption="../report/summary.rst",
+        ),
         plots=[
             report(
                 f"{RESULTS}/{{dataset}}/report/{name}.png",
@@ -37,9 +44,16 @@ rule report_tables:
     threads: 1
     params:
         root=lambda wc, output: Path(output.table).parents[2],  # <root>/<dataset>/report/comparison.csv
+        # summary.md's top line: the command and the config files the results came from
+        source=lambda wc: "`snakemake` (`make run`) with config "
+        + ", ".join(
+            f"`{os.path.relpath(Path(f).resolve(), ROOT)}`"
+            for f in workflow.configfiles or [ROOT / "config" / "config.yaml"]
+        )
+        + " (plus any --config overrides), rule report_tables",
     shell:
         "PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.report --root {params.root} --dataset {wildcards.dataset} "
-        "--out $(dirname {output.table}) > {log} 2>&1"
+        "--out $(dirname {output.table}) --source {params.source:q} > {log} 2>&1"
 
 
 rule report_notebook:
