@@ -14,6 +14,8 @@ folder; ``evaluate reference`` fills it once per (dataset, extractor, split) so 
 the workflow reuses it, and each record names the cache it used (``extra.reference_cache``).
     mtdiff evaluate inpainting  --mt-run .../mt_masked/seed0 --baseline-run .../ddpm/seed0 --out inp.jsonl
     mtdiff evaluate representation --run .../train/mt_repr/seed0 --extractor-weights ... --out repr.jsonl
+    mtdiff evaluate memorization --samples .../samples/ddpm/seed0 --extractor-weights ... --out m.jsonl --grid m.png
+    mtdiff evaluate memorization-anchors --config config/runs/digits.yaml --extractor-weights ... --out ma.jsonl
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,
@@ -449,7 +451,9 @@ def add_evaluate_parser(sub) -> None:
 
     # imported here: those modules build on this one's helpers (_write, _record, ...)
     from mtdiff.evaluate_inpainting import add_inpainting_parser
+    from mtdiff.evaluate_memorization import add_memorization_parser
     from mtdiff.evaluate_representation import add_representation_parser
 
     add_inpainting_parser(ev)
     add_representation_parser(ev)
+    add_memorization_parser(ev)
