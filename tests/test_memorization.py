@@ -216,3 +216,22 @@ def test_samples_command_writes_records_and_grid(tmp_path, digits_cfg):
     assert Image.open(grid).size == (8 * 50 + 2, 50 + 12 + 2)
     with pytest.raises(ConfigError, match="--percentile=0"):
         memorization_of_samples(folder, out, percentile=0, features=False)
+
+
+def test_tiny_workflow_plans_a_check_per_generated_set_and_the_anchors(tmp_path):
+    """Dry run of the CI config: one memorization job per diffusion model and seed (the FID's
+    samples), one anchors job; their records and grids are inputs of the report."""
+    from test_workflow import _planned, snakemake, tiny_config
+
+    config = tiny_config(tmp_path, seeds=[0, 1])
+    res = snakemake(tmp_path, config, "-n", "-p")
+    plan = _planned(res)
+    assert plan["memorization"] == 8 and plan["memorization_anchors"] == 1, plan  # ddpm, mt_label, mt_mask, mt_all
+    out = res.stdout
+    for model in ("ddpm", "mt_label", "mt_mask", "mt_all"):
+        for seed in (0, 1):
+            assert f"samples/{model}/seed{seed} " in out and f"metrics/memo_{model}_seed{seed}.png" in out
+    assert "memo_classifier" not in out and "memo_segmenter" not in out
+    assert "evaluate memorization-anchors" in out and "metrics/memo_anchors.png" in out
+    report_job = out.split("rule report_tables:", 1)[1].split("rule ", 1)[0]
+    assert "memo_anchors.jsonl" in report_job and "memo_mt_all_seed1.png" in report_job
