@@ -86,7 +86,8 @@ def memorization(samples, train, test, *, percentile: float = DEFAULT_PERCENTILE
     Returns ``memorized_fraction``, ``threshold``, ``percentile``, ``median_distance`` (samples),
     ``test_median_distance``, ``nn_distance_ratio`` (median samples / median test), ``binomial_p``
     (one-sided: a fraction this high or higher if samples were as far from the training set as
-    test images are, each below tau with probability p/100), the counts, and per sample
+    test images are, each below tau with probability p/100; it treats tau as exact, though it is
+    estimated from ``n_test`` images, so read it as a guide), the counts, and per sample
     ``distances`` and ``nearest`` (index of the nearest training image)."""
     if test_distances is None:
         test_distances, _ = nearest_training(test, train, name="test images")
