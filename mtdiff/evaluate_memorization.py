@@ -122,9 +122,11 @@ def write_pair_grid(images, train, result: dict, out, *, k: int = DEFAULT_GRID_P
     return Path(out)
 
 
-def _check_percentile(percentile: float) -> float:
+def _check_options(percentile: float, grid_pairs: int) -> float:
     if not 0 < percentile < 100:
         raise ConfigError(f"--percentile={percentile!r} is not accepted; accepted: a number strictly between 0 and 100")
+    if isinstance(grid_pairs, bool) or not isinstance(grid_pairs, int) or grid_pairs < 1:
+        raise ConfigError(f"--grid-pairs={grid_pairs!r} is not accepted; accepted: a positive number of pairs")
     return float(percentile)
 
 
@@ -134,7 +136,7 @@ def memorization_of_samples(samples, out, *, weights=None, grid=None, grid_pairs
     """The check for one sample folder (``mtdiff sample``'s samples.npz), pixels and features."""
     from mtdiff.evaluate import _guidance_fields, _run_config, _samples, _write
 
-    percentile = _check_percentile(percentile)
+    percentile = _check_options(percentile, grid_pairs)
     arrays, meta = _samples(samples)
     cfg = _run_config(meta["run"], overrides)
     t0 = time.time()
@@ -161,7 +163,7 @@ def memorization_anchors(cfg, out, *, weights=None, grid=None, grid_pairs: int =
     test split's closest pairs (what "close" looks like between real digits)."""
     from mtdiff.evaluate import _write
 
-    percentile = _check_percentile(percentile)
+    percentile = _check_options(percentile, grid_pairs)
     t0 = time.time()
     spaces = MemorizationSpaces(cfg, weights, features=features)
     copied, copied_idx = copier_images(spaces.train, cfg.eval.num_samples, seed=seed)

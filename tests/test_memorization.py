@@ -216,6 +216,8 @@ def test_samples_command_writes_records_and_grid(tmp_path, digits_cfg):
     assert Image.open(grid).size == (8 * 50 + 2, 50 + 12 + 2)
     with pytest.raises(ConfigError, match="--percentile=0"):
         memorization_of_samples(folder, out, percentile=0, features=False)
+    with pytest.raises(ConfigError, match="--grid-pairs=0"):
+        memorization_of_samples(folder, out, grid=grid, grid_pairs=0, features=False)
 
 
 def test_tiny_workflow_plans_a_check_per_generated_set_and_the_anchors(tmp_path):
@@ -235,3 +237,18 @@ def test_tiny_workflow_plans_a_check_per_generated_set_and_the_anchors(tmp_path)
     assert "evaluate memorization-anchors" in out and "metrics/memo_anchors.png" in out
     report_job = out.split("rule report_tables:", 1)[1].split("rule ", 1)[0]
     assert "memo_anchors.jsonl" in report_job and "memo_mt_all_seed1.png" in report_job
+
+
+def test_cli_anchors_pixels_only_and_a_bad_option(tmp_path, capsys):
+    from mtdiff.cli import main
+
+    config = str(ROOT / "config" / "runs" / "digits.yaml")
+    out = tmp_path / "a.jsonl"
+    assert main(["evaluate", "memorization-anchors", "--config", config, "--set", "eval.num_samples=50",
+                 "--pixels-only", "--seed", "3", "--out", str(out)]) == 0
+    df = read_records(out)
+    assert len(df) == 4 and df.extractor.isna().all() and set(df.model) == {"real_floor", "copier"}
+    assert (df.loc[df.model == "copier", "n_generated"] == 50).all()
+    assert main(["evaluate", "memorization-anchors", "--config", config, "--pixels-only", "--percentile", "100",
+                 "--out", str(out)]) == 2
+    assert "--percentile=100.0 is not accepted" in capsys.readouterr().err
