@@ -29,6 +29,12 @@ from mtdiff.errors import ConfigError
 from mtdiff.metrics.memorization import DEFAULT_PERCENTILE, closest_pairs, copier_images, memorization, nearest_training
 
 DEFAULT_GRID_PAIRS = 32
+# Training (and test) images searched, at most: the first of the split's class-stratified order
+# (mtdiff.data), so a large split is never decoded whole (ImageNet-64's 1.28M training images
+# would take ~63 GB as floats). Digits (1,437), CIFAR-10 (50,000): every training image. Where
+# the cap bites, only copies of the searched images are detected, which records state
+# (n_reference is the number searched).
+MAX_SPLIT_IMAGES = 50_000
 # Metric records of the check; the extra keys of the summary that go into every record.
 METRICS = ("memorized_fraction", "nn_distance_ratio")
 EXTRA_KEYS = ("threshold", "percentile", "median_distance", "test_median_distance", "binomial_p", "n_test")
@@ -65,12 +71,12 @@ class MemorizationSpaces:
     features, with the test images' nearest-training distances computed once per space, so
     several generated sets (the anchors) are checked against them without repeating work."""
 
-    def __init__(self, cfg, weights=None, *, features: bool = True):
+    def __init__(self, cfg, weights=None, *, features: bool = True, max_images: int = MAX_SPLIT_IMAGES):
         from mtdiff.train import load_split
 
         self.cfg, self.weights = cfg, weights
-        self.train = load_split(cfg, "train", in_memory=True).images
-        self.test = load_split(cfg, "test", in_memory=True).images
+        self.train = load_split(cfg, "train", in_memory=True, max_items=max_images).images
+        self.test = load_split(cfg, "test", in_memory=True, max_items=max_images).images
         self.spaces: dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # extractor -> train, test, d
         self._add(None, self.train, self.test)
         if features:
