@@ -27,6 +27,9 @@ rule memorization:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         current=current_settings(("eval",)),
         weights=extractor_args,
@@ -58,6 +61,9 @@ rule memorization_anchors:
     conda:
         "../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=lambda wc: as_gpu(sample_gpus(wc.dataset)),  # Inception features on the GPU of GPU configs
+        gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
         config=lambda wc: run_config(wc.dataset),
