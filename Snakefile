@@ -39,6 +39,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/guidance.smk"
 include: "workflow/rules/inpainting.smk"
 include: "workflow/rules/representation.smk"
+include: "workflow/rules/memorization.smk"
 
 
 rule all:

@@ -148,12 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mtdiff.evaluate import add_evaluate_parser
     from mtdiff.evaluate_inpainting import add_inpainting_parser
+    from mtdiff.evaluate_memorization import add_memorization_parser
     from mtdiff.evaluate_representation import add_representation_parser
     from mtdiff.report import add_report_parser
 
     evaluate_commands = add_evaluate_parser(sub)
     add_inpainting_parser(evaluate_commands)
     add_representation_parser(evaluate_commands)
+    add_memorization_parser(evaluate_commands)
     add_report_parser(sub)
     return parser
 

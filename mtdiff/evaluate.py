@@ -14,6 +14,8 @@ folder; ``evaluate reference`` fills it once per (dataset, extractor, split) so 
 the workflow reuses it, and each record names the cache it used (``extra.reference_cache``).
     mtdiff evaluate inpainting  --mt-run .../mt_masked/seed0 --baseline-run .../ddpm/seed0 --out inp.jsonl
     mtdiff evaluate representation --run .../train/mt_repr/seed0 --extractor-weights ... --out repr.jsonl
+    mtdiff evaluate memorization --samples .../samples/ddpm/seed0 --extractor-weights ... --out m.jsonl --grid m.png
+    mtdiff evaluate memorization-anchors --config config/runs/digits.yaml --extractor-weights ... --out ma.jsonl
 
 Every record carries the protocol (mtdiff.metrics.records.PROTOCOL_FIELDS): dataset, model,
 seed, checkpoint step, EMA, sampler and NFE, N generated, reference split and N, extractor,

@@ -52,3 +52,15 @@ def sample_grid(images_u8: torch.Tensor, masks=None, labels=None, class_names=No
             name = class_names[lab] if class_names is not None and 0 <= lab < len(class_names) else str(lab)
             draw.text((2 + c * (w + 2) + 2, 2 + r * (h + 2) + h - text_h), str(name), fill=(255, 255, 0))
     return img
+
+
+def pair_grid(left_u8: torch.Tensor, right_u8: torch.Tensor, left_captions, right_captions, *,
+              pairs_per_row: int = 4, min_cell: int = 48) -> Image.Image:
+    """Grid of image pairs (uint8 N,C,H,W each): pair i is left[i] beside right[i], each with
+    its caption (e.g. a generated sample with its distance, and its nearest training image)."""
+    if left_u8.shape != right_u8.shape or len(left_captions) != len(left_u8) or len(right_captions) != len(right_u8):
+        raise ValueError(f"pair_grid needs as many left as right images and captions, got {tuple(left_u8.shape)}, "
+                         f"{tuple(right_u8.shape)}, {len(left_captions)} and {len(right_captions)} captions")
+    images = torch.stack([left_u8, right_u8], dim=1).flatten(0, 1)  # l0, r0, l1, r1, ...
+    captions = [c for pair in zip(left_captions, right_captions) for c in pair]
+    return sample_grid(images, labels=np.array(captions, dtype=object), nrow=2 * pairs_per_row, min_cell=min_cell)

@@ -214,6 +214,11 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     assert len(fid_like) >= 12  # anchors, joint, conditional and curve points
     assert set(fid_like["extra.reference_cache"]) == {reference["reference_cache"]}
     assert fid_like["extra.reference_cache_hit"].all()
+    # memorization check: every diffusion model's samples and both anchors, in pixels and features
+    memo = records[records.metric == "memorized_fraction"]
+    assert set(memo.model) == {"ddpm", "mt_label", "mt_mask", "mt_all", "real_floor", "copier"}
+    assert set(memo.extractor.fillna("pixels")) == {"pixels", "mtdiff-domain"}
+    assert (memo.loc[memo.model == "copier", "value"] == 1).all() and len(memo) == 12
     curve = records[records["extra.curve"].notna() & (records.metric == "fid")]
     assert {(int(r.checkpoint_step), int(r.nfe)) for r in curve.itertuples() if r.model == "mt_all"} == {(4, 5), (8, 5), (8, 2)}
 
@@ -226,9 +231,11 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
                      "summary.md"):
             assert any(n.endswith("/" + part) for n in names), (part, names)
         assert sum(n.endswith("/grid.png") for n in names) == 4  # ddpm, mt_label, mt_mask, mt_all
+        assert sum("/memo_" in n and n.endswith(".png") for n in names) == 5  # the same four and the anchors
         page = next(zf.read(n).decode() for n in zf.namelist() if n.count("/") == 1 and n.endswith("/report.html"))
     for caption in ("Training images of the dataset", "The executed report notebook", "mean and 95% confidence",
-                    "The first 64 joint samples of mt_all", "multi-task diffusion (MT-Diffusion"):
+                    "The first 64 joint samples of mt_all", "multi-task diffusion (MT-Diffusion",
+                    "Memorization check on digits"):
         assert caption in page, caption
 
     # the light jobs' environment (workflow/envs/report.yaml) has no torch: their command runs without it

@@ -144,7 +144,8 @@ def single_value(s):
 
 ANCHOR_LINE_STYLE = {"real_floor": dict(color="#2ca02c", linestyle=":", linewidth=1.6),
                 "gaussian_baseline": dict(color="#555555", linestyle="-.", linewidth=1.4),
-                "nearest_neighbour": dict(color="#8c564b", linestyle="--", linewidth=1.4)}  # inpainting anchor
+                "nearest_neighbour": dict(color="#8c564b", linestyle="--", linewidth=1.4),  # inpainting anchor
+                "copier": dict(color="#d62728", linestyle=(0, (1, 1)), linewidth=1.4)}  # memorization anchor
 
 
 def draw_anchor_lines(ax, anchors: pd.DataFrame, col: str, handles: dict, orientation="h") -> list[float]:

@@ -27,14 +27,17 @@ class ReportError(MtdiffError, ValueError):
 # models and anchors
 
 # Reference rows that are not models: real data of the other split, an independent-pixel
-# Gaussian, and (inpainting) the nearest training image copied into the hole.
-ANCHORS = ("real_floor", "gaussian_baseline", "nearest_neighbour")
+# Gaussian, (inpainting) the nearest training image copied into the hole, and (memorization
+# check) a copier that returns training images.
+ANCHORS = ("real_floor", "gaussian_baseline", "nearest_neighbour", "copier")
 ANCHOR_LABELS = {
     "real_floor": "anchor: real data (train vs test)",
     "gaussian_baseline": "anchor: Gaussian baseline (independent pixels)",
     "nearest_neighbour": "anchor: nearest training image copied into the hole",
+    "copier": "anchor: copier (returns training images)",
 }
-ANCHOR_COLOURS = {"real_floor": "#2ca02c", "gaussian_baseline": "#7f7f7f", "nearest_neighbour": "#8c564b"}
+ANCHOR_COLOURS = {"real_floor": "#2ca02c", "gaussian_baseline": "#7f7f7f", "nearest_neighbour": "#8c564b",
+                  "copier": "#d62728"}
 # colours of models registered without one (picked by a hash of the name: stable across runs)
 SPARE_COLOURS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
 

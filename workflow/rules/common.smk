@@ -298,6 +298,7 @@ def metric_files(dataset):
                 files.append(f"{RESULTS}/{dataset}/metrics/coherence_{tag}.jsonl")
     files += inpainting_metric_files(dataset)
     files += representation_metric_files(dataset)
+    files += memorization_metric_files(dataset)
     return files
 
 
@@ -398,6 +399,21 @@ def reference_cache(dataset):
     extractor = run_value(dataset, "eval.extractor")
     split = run_value(dataset, "eval.reference_split")
     return f"{RESULTS}/{dataset}/reference/{extractor}_{split}/reference.json"
+
+
+# Memorization check (workflow/rules/memorization.smk): every diffusion model's joint samples.
+def memorization_sets(dataset):
+    d = ds(dataset)
+    return [f"{m}_seed{s}" for m in d["models"] if m in DIFFUSION_MODELS for s in d["seeds"]]
+
+
+def memorization_metric_files(dataset):
+    tags = ["anchors"] + memorization_sets(dataset) if memorization_sets(dataset) else []
+    return [f"{RESULTS}/{dataset}/metrics/memo_{tag}.jsonl" for tag in tags]
+
+
+def memorization_grid_files(dataset):
+    return [f.removesuffix(".jsonl") + ".png" for f in memorization_metric_files(dataset)]
 
 
 # Inpainting (workflow/rules/inpainting.smk): datasets whose config lists mt_masked and ddpm.

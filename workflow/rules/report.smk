@@ -9,6 +9,7 @@ rule report_tables:
         records=lambda wc: metric_files(wc.dataset),
         summaries=lambda wc: summary_files(wc.dataset),
         grids=lambda wc: grid_files(wc.dataset),
+        memorization_grids=lambda wc: memorization_grid_files(wc.dataset),
     output:
         table=report(
             f"{RESULTS}/{{dataset}}/report/comparison.csv",
