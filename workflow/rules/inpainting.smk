@@ -12,6 +12,7 @@ rule inpainting:
         mt=f"{RESULTS}/{{dataset}}/train/mt_masked/seed{{seed}}/final.pt",
         ddpm=f"{RESULTS}/{{dataset}}/train/ddpm/seed{{seed}}/final.pt",
         extractor=extractor_input,  # the domain extractor; none for Inception configs
+        reference=lambda wc: reference_cache(wc.dataset),  # cached reference features (evaluate.smk)
     output:
         records=f"{RESULTS}/{{dataset}}/metrics/inpainting_seed{{seed}}.jsonl",
         grid=report(
@@ -36,4 +37,4 @@ rule inpainting:
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate inpainting --mt-run $(dirname {input.mt}) "
         "--baseline-run $(dirname {input.ddpm}) {params.weights} "
-        "--out {output.records} --grid {output.grid} > {log} 2>&1"
+        "--cache-dir $(dirname {input.reference}) --out {output.records} --grid {output.grid} > {log} 2>&1"
