@@ -15,8 +15,8 @@ import torch
 from mtdiff.config import ModalityConfig, load_config
 from mtdiff.errors import ConfigError
 from mtdiff.inpainting import (
-    _draw_once, check_keep_masks, complete_mt, draw_keep_masks, forward_noised, nearest_neighbour_fill, repaint,
-    repaint_step,
+    _draw_once, check_keep_masks, complete_mt, draw_keep_masks, forward_noised, nearest_neighbour_fill,
+    posterior_mean, repaint, repaint_step,
 )
 from mtdiff.metrics.inpainting import hidden_region_errors, inpainting_records, summary
 from mtdiff.modalities import MaskedImageModality
@@ -108,6 +108,41 @@ def test_repaint_counts_nfe_and_is_deterministic():
     assert nfe2 == 4 * 3 + 1  # no resampling at the last step
 
 
+def test_mt_repaint_resamples_and_guides_on_the_deaggregated_latent():
+    """mt_masked with replacement: resampling jumps (on y = z - c e, eq. 7) cost NFE like
+    RePaint's, keep the visible pixels, and head guidance on the masked image changes the hole."""
+    model, diffusion = _tiny("mt_masked")
+    x = _images(4)
+    keep = draw_keep_masks(4, 8, seed=0)
+    plain, nfe = repaint(model, diffusion, x, keep, steps=4, generator=torch.Generator().manual_seed(0))
+    jumped, nfe_j = repaint(model, diffusion, x, keep, steps=4, resample_jumps=2, generator=torch.Generator().manual_seed(0))
+    guided, nfe_g = repaint(model, diffusion, x, keep, steps=4, guidance="head", guidance_scale=5.0,
+                            generator=torch.Generator().manual_seed(0))
+    assert (nfe, nfe_j, nfe_g) == (4, 3 * 3 + 1, 4)
+    for done in (plain, jumped, guided):
+        assert torch.allclose(done * keep, x * keep) and done.abs().max() <= 1
+    hole = 1 - keep
+    assert not torch.allclose(plain * hole, jumped * hole) and not torch.allclose(plain * hole, guided * hole)
+
+
+def test_posterior_mean_averages_seeded_completions_and_lowers_the_mse():
+    """The mean of K completions is their pixelwise average, and its hidden-region MSE is never
+    above the completions' mean MSE (Jensen: the MSE is convex), the reason it is reported apart."""
+    model, diffusion = _tiny("ddpm")
+    x = _images(4)
+    keep = draw_keep_masks(4, 8, seed=0)
+
+    def one(g):
+        return repaint(model, diffusion, x, keep, steps=3, sampler="ddpm", generator=g)
+
+    mean, nfe = posterior_mean(one, 3, seed=7)
+    draws = [one(torch.Generator().manual_seed(7 + j))[0] for j in range(3)]
+    assert nfe == 9 and torch.allclose(mean, sum(draws) / 3)
+    mse_of_mean = hidden_region_errors(mean, x, keep)["mse"]
+    mean_mse = sum(hidden_region_errors(d, x, keep)["mse"] for d in draws) / 3
+    assert (mse_of_mean <= mean_mse + 1e-6).all() and (mse_of_mean < mean_mse).any()
+
+
 def test_mt_completion_pastes_visible_pixels():
     model, diffusion = _tiny("mt_masked")
     x = _images(4)
@@ -177,9 +212,16 @@ def test_bad_input_is_refused_with_one_line():
     with pytest.raises(ConfigError, match="image-only"):
         repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2)
     model, diffusion = _tiny("mt_masked")
-    with pytest.raises(ConfigError, match="resample-jumps"):
-        repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, resample_jumps=1)
+    for scale in (-1.0, float("nan"), "x"):
+        with pytest.raises(ConfigError, match="guidance_scale=.*accepted: a finite number >= 0"):
+            repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, guidance="head", guidance_scale=scale)
+    with pytest.raises(ConfigError, match="sample.guidance"):
+        repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, guidance="classifier")
     ddpm, ddiff = _tiny("ddpm")
+    with pytest.raises(ConfigError, match="needs a condition"):  # ddpm has no head to guide with
+        repaint(ddpm, ddiff, x, draw_keep_masks(4, 8), steps=2, guidance="head", guidance_scale=1.0)
+    with pytest.raises(ConfigError, match="posterior-samples"):
+        posterior_mean(lambda g: (x, 1), 1, seed=0)
     with pytest.raises(ConfigError, match="masked_image modality"):
         complete_mt(ddpm, ddiff, x, draw_keep_masks(4, 8), steps=2)
     with pytest.raises(ConfigError, match="resample-jumps"):
