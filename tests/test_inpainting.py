@@ -244,13 +244,25 @@ def test_cli_inpainting_end_to_end(tmp_path):
         assert res.returncode == 0, res.stderr
     out = tmp_path / "inp.jsonl"
     res = _cli("evaluate", "inpainting", "--mt-run", str(tmp_path / "mt_masked"), "--baseline-run",
-               str(tmp_path / "ddpm"), "--out", str(out), "--grid", str(tmp_path / "grid.png"))
+               str(tmp_path / "ddpm"), "--out", str(out), "--grid", str(tmp_path / "grid.png"),
+               "--resample-jumps", "1", "--posterior-samples", "2", "--set", "eval.inpaint_guidance_scale=1.5")
     assert res.returncode == 0, res.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     methods = {(r["model"], r["extra"]["method"]) for r in recs}
     assert methods == {("mt_masked", "mt_conditional"), ("mt_masked+repaint", "mt_repaint"), ("ddpm", "repaint"),
-                       ("nearest_neighbour", "nearest_neighbour")}
-    assert {r["nfe"] for r in recs if r["model"] != "nearest_neighbour"} == {4}
+                       ("mt_masked posterior mean", "mt_conditional_posterior_mean"),
+                       ("mt_masked+repaint posterior mean", "mt_repaint_posterior_mean"),
+                       ("ddpm posterior mean", "repaint_posterior_mean"), ("nearest_neighbour", "nearest_neighbour")}
+    nfe = {r["extra"]["method"]: r["nfe"] for r in recs}
+    # 4 steps; the replacement methods resample once per step but the last: equal NFE 3 x 2 + 1
+    assert nfe["mt_conditional"] == 4 and nfe["mt_repaint"] == nfe["repaint"] == 7
+    assert nfe["repaint_posterior_mean"] == 14 and nfe["nearest_neighbour"] is None
+    for r in recs:  # every setting is on the record
+        if r["extra"]["method"] != "nearest_neighbour":
+            assert {"steps", "eta", "guidance", "guidance_scale", "resample_jumps", "posterior_samples"} <= set(r["extra"])
+    mt = [r for r in recs if r["extra"]["method"].startswith("mt_")]
+    assert all(r["extra"]["guidance"] == "head" and r["extra"]["guidance_scale"] == 1.5 for r in mt)
+    assert not [r for r in recs if r["extra"]["method"].endswith("posterior_mean") and "fid" in r["metric"]]
     assert (tmp_path / "grid.png").stat().st_size > 0
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),
                "--mask-ratio", "2")
