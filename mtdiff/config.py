@@ -207,12 +207,13 @@ class EvalConfig:
     # guidance sweep (mtdiff.guidance_sweep): scales s of sample.guidance at which conditional
     # accuracy and class-balanced conditional FID/KID are measured (eval.num_samples each)
     guidance_scales: tuple[float, ...] = opt((0.0, 1.0, 2.0, 4.0, 8.0), ge=0, min_items=1)
-    # inpainting (mtdiff evaluate inpainting; docs/method.md, "Inpainting"), on the sampler and
-    # steps of sample.*: head-guidance scale on the masked image for mt_masked's methods (0 = none;
-    # no extra NFE), RePaint resampling rounds per step for both replacement methods (ddpm's
+    # inpainting (mtdiff evaluate inpainting; docs/method.md, "Inpainting"), at sample.steps:
+    # the sampler (ddpm = ancestral, as RePaint; on digits better than ddim for RePaint), the
+    # head-guidance scale on the masked image for mt_masked's methods (0 = none; no extra NFE), RePaint resampling rounds per step for both replacement methods (ddpm's
     # RePaint and mt_masked's mt_repaint; NFE = steps x (1 + jumps), so they stay at equal NFE),
     # and K, the completions averaged per image for the posterior-mean PSNR/MSE, reported as its
     # own method next to the per-sample numbers (0 = off; costs K x the NFE)
+    inpaint_sampler: str = opt("ddpm", registry="samplers")
     inpaint_guidance_scale: float = opt(2.0, ge=0)
     inpaint_resample_jumps: int = opt(4, ge=0, le=100)
     inpaint_posterior_samples: int = opt(8, ge=0, le=1000)

@@ -98,7 +98,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
         raise ConfigError("the run config has no modalities.masked_image section for the mask defaults")
     mask = dict(_mask_options(mask_cfg, mask_pattern, mask_ratio, patch_size), seed=mask_seed)
     sc, ec = first_cfg.sample, first_cfg.eval
-    sampler = sc.sampler if sampler is None else sampler
+    sampler = ec.inpaint_sampler if sampler is None else sampler
     steps = sc.steps if steps is None else steps
     eta = sc.eta if eta is None else eta
     jumps = ec.inpaint_resample_jumps if resample_jumps is None else resample_jumps
@@ -207,7 +207,7 @@ def add_inpainting_parser(ev) -> None:
     q.add_argument("--mask-ratio", type=float, default=None, help="fraction of pixels hidden (default: the MT run's)")
     q.add_argument("--patch-size", type=int, default=None, help="pixels (patches only; default: the MT run's)")
     q.add_argument("--mask-seed", type=int, default=0, help="seed of the masks, shared by every method")
-    q.add_argument("--sampler", default=None, help="ddpm | ddim (default: the run's sample.sampler)")
+    q.add_argument("--sampler", default=None, help="ddpm | ddim (default: eval.inpaint_sampler)")
     q.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
     q.add_argument("--eta", type=float, default=None)
     q.add_argument("--resample-jumps", type=int, default=None,

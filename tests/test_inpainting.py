@@ -292,4 +292,15 @@ def test_report_tabulates_inpainting_records_per_method(tmp_path):
     table = pd.read_csv(files["inpainting.csv"]).set_index("method")
     assert table.loc["repaint", "inpaint_psnr"] == pytest.approx(11.0) and table.loc["repaint", "seeds"] == 2
     assert table.loc["nearest_neighbour", "inpaint_mse"] == pytest.approx(0.05)
+    # the floor, per row: 11 dB (mean of 10 and 12) is 3 dB under the 14 dB copy
+    assert table.loc["repaint", "psnr_minus_anchor"] == pytest.approx(-3.0)
+    assert not table.loc["repaint", "beats_anchor"] and pd.isna(table.loc["nearest_neighbour", "beats_anchor"])
+    recs += inpainting_records(dataset="digits", model="ddpm posterior mean", method="repaint_posterior_mean", seed=0,
+                               checkpoint_step=750, ema=True, sampler="ddpm", nfe=100, n=10,
+                               errors={"inpaint_mse": 0.04, "inpaint_psnr": 15.0}, fidelity=None,
+                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask,
+                               extra={"posterior_samples": 4, "resample_jumps": 0, "guidance_scale": 0.0})
+    df = records_to_frame([MetricRecord.from_dict(r) for r in recs])
+    table = pd.read_csv(write_inpainting_tables(df, tmp_path)["inpainting.csv"]).set_index("method")
+    assert table.loc["repaint_posterior_mean", "beats_anchor"] and table.loc["repaint_posterior_mean", "posterior_samples"] == 4
     assert write_inpainting_tables(df[df["metric"] == "nothing"], tmp_path / "none") == {}
