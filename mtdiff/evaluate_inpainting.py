@@ -104,7 +104,12 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
     jumps = ec.inpaint_resample_jumps if resample_jumps is None else resample_jumps
     if isinstance(jumps, bool) or not isinstance(jumps, int) or jumps < 0:
         raise ConfigError(f"--resample-jumps={jumps!r} must be an integer >= 0 (0 = off)")
-    scale = check_guidance("head", ec.inpaint_guidance_scale if guidance_scale is None else guidance_scale)
+    scale = ec.inpaint_guidance_scale if guidance_scale is None else guidance_scale
+    try:
+        scale = check_guidance("head", scale)
+    except ConfigError:
+        raise ConfigError(f"--guidance-scale={scale!r} (eval.inpaint_guidance_scale) is not accepted; accepted: "
+                          f"a finite number >= 0 (0 = no guidance)") from None
     k_post = ec.inpaint_posterior_samples if posterior_samples is None else posterior_samples
     if isinstance(k_post, bool) or not isinstance(k_post, int) or k_post < 0 or k_post == 1:
         raise ConfigError(f"--posterior-samples={k_post!r} is not accepted; accepted: 0 (off) or an integer >= 2")

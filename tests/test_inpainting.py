@@ -267,6 +267,12 @@ def test_cli_inpainting_end_to_end(tmp_path):
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),
                "--mask-ratio", "2")
     assert res.returncode == 2 and "--mask-ratio" in res.stderr and "Traceback" not in res.stderr
+    for flag, value, said in (("--guidance-scale", "-1", "--guidance-scale=-1.0"), ("--guidance-scale", "nan", "--guidance-scale=nan"),
+                              ("--posterior-samples", "1", "--posterior-samples=1"),
+                              ("--resample-jumps", "-2", "--resample-jumps=-2")):
+        res = _cli("evaluate", "inpainting", "--mt-run", str(tmp_path / "mt_masked"), "--out", str(out), flag, value)
+        assert res.returncode == 2 and said in res.stderr and ("accepted" in res.stderr or "must be" in res.stderr), res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def test_report_tabulates_inpainting_records_per_method(tmp_path):
