@@ -27,7 +27,8 @@ import torch
 
 from mtdiff.errors import ConfigError
 
-GRID_COLUMNS = ("masked", "mt_masked", "RePaint", "nearest", "truth")
+GRID_COLUMNS = ("masked", "mt_masked", "mt+RePaint", "RePaint", "nearest", "truth")
+GRID_METHODS = ("mt_conditional", "mt_repaint", "repaint", "nearest_neighbour")  # one sample each
 
 
 def _mask_options(cfg, pattern, ratio, patch_size) -> dict:
@@ -188,7 +189,7 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
     measure("nearest_neighbour", "nearest_neighbour", done, t0, extra={"neighbours_from": "train"})
     _write(records, out, append)
     if grid is not None:
-        cols = [completions.get(m, torch.zeros_like(images)) for m in ("mt_conditional", "repaint", "nearest_neighbour")]
+        cols = [completions.get(m, torch.zeros_like(images)) for m in GRID_METHODS]
         img = inpainting_grid(images * keep, cols + [images], keep)
         Path(grid).parent.mkdir(parents=True, exist_ok=True)
         img.save(grid)
@@ -206,7 +207,7 @@ def add_inpainting_parser(ev) -> None:
     q.add_argument("--mt-run", help="run folder of an MT model with the masked_image modality (mt_masked)")
     q.add_argument("--baseline-run", help="run folder of an image-only diffusion model (ddpm), RePaint-style")
     q.add_argument("--extractor-weights", help="domain extractor weights (FID of the completions)")
-    q.add_argument("--grid", help="PNG: masked input | mt_masked | RePaint | nearest neighbour | truth")
+    q.add_argument("--grid", help="PNG: masked input | mt_masked | mt_masked + RePaint | RePaint | nearest neighbour | truth")
     q.add_argument("--num-images", type=int, default=None, help="test images to complete (default: all)")
     q.add_argument("--mask-pattern", default=None, help="patches | center | pixels (default: the MT run's)")
     q.add_argument("--mask-ratio", type=float, default=None, help="fraction of pixels hidden (default: the MT run's)")
