@@ -218,7 +218,7 @@ class EvalConfig:
     inpaint_sampler: str = opt("ddpm", registry="samplers")
     inpaint_guidance_scale: float = opt(2.0, ge=0)
     inpaint_resample_jumps: int = opt(4, ge=0, le=100)
-    inpaint_posterior_samples: int = opt(4, ge=0, le=1000)
+    inpaint_posterior_samples: int = opt(8, ge=0, le=1000)
 
 
 @dataclass
