@@ -211,6 +211,18 @@ class EvalConfig:
     # guidance sweep (mtdiff.guidance_sweep): scales s of sample.guidance at which conditional
     # accuracy and class-balanced conditional FID/KID are measured (eval.num_samples each)
     guidance_scales: tuple[float, ...] = opt((0.0, 1.0, 2.0, 4.0, 8.0), ge=0, min_items=1)
+    # inpainting (mtdiff evaluate inpainting; docs/method.md, "Inpainting"), at sample.steps.
+    # Defaults: the best measured on digits (README; issue 11's floor vs the nearest-neighbour copy).
+    # sampler: ddpm = ancestral, as RePaint (on digits better than ddim for RePaint)
+    # guidance_scale: head guidance on the masked image for mt_masked's methods (0 = none; no extra NFE)
+    # resample_jumps: RePaint resampling rounds per step for both replacement methods (ddpm's
+    #   RePaint and mt_masked's mt_repaint); NFE = steps x (1 + jumps), so they stay at equal NFE
+    # posterior_samples: K completions averaged per image for the posterior-mean PSNR/MSE rows,
+    #   reported next to the per-sample rows (0 = off; >= 2 otherwise; costs K x the NFE)
+    inpaint_sampler: str = opt("ddpm", registry="samplers")
+    inpaint_guidance_scale: float = opt(2.0, ge=0)
+    inpaint_resample_jumps: int = opt(4, ge=0, le=100)
+    inpaint_posterior_samples: int = opt(8, ge=0, le=1000)
 
 
 @dataclass

@@ -106,6 +106,7 @@ def guided_evaluation_parser(prog: str, doc: str, *, run_help: str, judge: tuple
     p.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples")
     p.add_argument("--samples-root", default=None, help=samples_root_help)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="reference-feature cache (the FID jobs' folder), read or filled")
     return p
 
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         scales_help="comma-separated scales (default: eval.guidance_scales)",
         samples_root_help="keep each scale's samples under this folder (s<scale>/)")
     p.add_argument("--guidance", default=None, help="head | cfg (default: head for MT models, cfg for ddpm_cond)")
-    p.add_argument("--cache-dir", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config values on top of the run's config.yaml (the workflow passes the current ones)")
     a = p.parse_args(argv)

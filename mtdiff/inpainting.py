@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mtdiff.errors import ConfigError, choice_error
-from mtdiff.samplers import SAMPLERS, sample, timesteps
+from mtdiff.samplers import SAMPLERS, check_condition, check_guidance, guided_eps, sample, timesteps
 
 MASK_PATTERNS = ("patches", "center", "pixels")
 METHODS = ("mt_conditional", "repaint", "nearest_neighbour")
@@ -124,30 +124,25 @@ def forward_noised(images: torch.Tensor, abar_s: float, noise: torch.Tensor) -> 
 
 
 def repaint_step(model, diffusion, z, t: int, s: int, images, keep, *, eta: float, known_noise, step_noise=None,
-                 clip_x0: bool = True, given_enc: dict | None = None) -> torch.Tensor:
+                 clip_x0: bool = True, given: dict | None = None, given_enc: dict | None = None,
+                 guidance: str = "none", guidance_scale: float = 0.0) -> torch.Tensor:
     """One generalised DDPM/DDIM step t -> s on z (as in mtdiff.samplers.sample), then the known
     region replaced by the forward-noised truth with noise ``known_noise`` (at s = 0: the truth).
 
-    For an MT model (``given_enc``: the known encodings, e.g. the masked image; the other
-    modalities take the heads' expected encodings, eq. 10) the step and the replacement act on
-    the de-aggregated latent y = z - sum_i c e_i (eq. 7), which is a plain DDPM latent, and the
-    aggregated mean at s is added back."""
+    For an MT model (``given`` / ``given_enc``: the known values and encodings, e.g. the masked
+    image; the other modalities take the heads' expected encodings, eq. 10) the step and the
+    replacement act on the de-aggregated latent y = z - sum_i c e_i (eq. 7), which is a plain
+    DDPM latent, and the aggregated mean at s is added back. ``guidance`` / ``guidance_scale``:
+    the sampler's guided eps (:func:`mtdiff.samplers.guided_eps`, docs/method.md section 7;
+    head guidance on the masked image for mt_masked)."""
     n = z.shape[0]
     abar = diffusion.alpha_bars
     tt = torch.full((n,), t, device=z.device, dtype=torch.long)
-    preds = model(z, tt)
-    enc = {}
-    for name, mod in getattr(model, "modalities", {}).items():
-        enc[name] = given_enc[name] if given_enc and name in given_enc else mod.expected_encoding(preds[name].float())
-    shift_t = diffusion.aggregated_mean(enc, tt, z)
-    z0, eps = diffusion.split_prediction(preds["image"].float(), z, tt, shift_t)
-    a_t = abar[t].item()
-    if clip_x0:
-        z0 = z0.clamp(-1, 1)
-        eps = (z - shift_t - a_t**0.5 * z0) / (1 - a_t) ** 0.5
+    _, enc, _, z0, eps = guided_eps(model, diffusion, z, tt, None, given or {}, given_enc or {}, guidance=guidance,
+                                    scale=guidance_scale, clip_x0=clip_x0)
     if s == 0:
         return paste_visible(images, keep, z0)
-    a_s = abar[s].item()
+    a_t, a_s = abar[t].item(), abar[s].item()
     sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
     y_s = a_s**0.5 * z0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
     if sigma > 0:
@@ -158,10 +153,14 @@ def repaint_step(model, diffusion, z, t: int, s: int, images, keep, *, eta: floa
 
 @torch.no_grad()
 def repaint(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int = 25, eta: float = 0.0,
-            resample_jumps: int = 0, generator=None, clip_x0: bool = True, device="cpu") -> tuple[torch.Tensor, int]:
-    """RePaint-style completions by an image-only diffusion model. Returns (completions, NFE):
+            resample_jumps: int = 0, generator=None, clip_x0: bool = True, device="cpu", guidance: str = "none",
+            guidance_scale: float = 0.0) -> tuple[torch.Tensor, int]:
+    """RePaint-style completions by an image-only diffusion model (``ddpm``), or by ``mt_masked``
+    given the masked image as well (method ``mt_repaint``, ours). Returns (completions, NFE):
     NFE = number of network evaluations, ``len(timesteps) * (1 + resample_jumps)`` less the
-    jumps skipped at the last step."""
+    jumps skipped at the last step. ``guidance`` (mt_masked only): head guidance on the masked
+    image at ``guidance_scale`` (no extra network evaluation: the gradient goes through the same
+    forward pass)."""
     mods = set(getattr(model, "modalities", None) or {})
     if mods - {"masked_image"}:
         raise ConfigError(f"method repaint is defined for image-only models (ddpm) and mt_masked; this model "
@@ -170,17 +169,18 @@ def repaint(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int
         raise ConfigError("method repaint needs an unconditional image model (ddpm), not a class-conditional one")
     if sampler not in SAMPLERS:
         raise choice_error("--sampler", sampler, SAMPLERS)
-    if not isinstance(resample_jumps, int) or resample_jumps < 0:
+    if isinstance(resample_jumps, bool) or not isinstance(resample_jumps, int) or resample_jumps < 0:
         raise ConfigError(f"--resample-jumps={resample_jumps!r} must be an integer >= 0 (0 = off)")
-    if resample_jumps and mods:
-        raise ConfigError(f"--resample-jumps={resample_jumps} is implemented for image-only models (ddpm); use 0")
+    scale = check_guidance(guidance, guidance_scale)
     check_keep_masks(images, keep)
     if SAMPLERS[sampler] is not None:
         eta = SAMPLERS[sampler]
     device = torch.device(device)
     x, m = images.to(device), keep.to(device)
     # mt_masked with replacement: the masked image is known too (method mt_repaint)
-    given_enc = {"masked_image": model.modalities["masked_image"].encode(x * m)} if mods else None
+    given = {"masked_image": x * m} if mods else {}
+    check_condition(model, given, None, guidance)  # e.g. head guidance on ddpm, which has no head: refused
+    given_enc = {k: model.modalities[k].encode(v) for k, v in given.items()}
     shape = tuple(x.shape)
 
     def noise():
@@ -195,13 +195,33 @@ def repaint(model, diffusion, images, keep, *, sampler: str = "ddim", steps: int
         rounds = 1 + (resample_jumps if s > 0 else 0)
         for r in range(rounds):
             z_s = repaint_step(model, diffusion, z, t, s, x, m, eta=eta, known_noise=noise(), step_noise=noise(),
-                               clip_x0=clip_x0, given_enc=given_enc)
+                               clip_x0=clip_x0, given=given, given_enc=given_enc, guidance=guidance,
+                               guidance_scale=scale)
             nfe += 1
-            if r + 1 < rounds:  # jump back: z_t ~ q(z_t | z_s), then redo the step (RePaint's resampling)
+            if r + 1 < rounds:  # jump back: y_t ~ q(y_t | y_s), then redo the step (RePaint's resampling)
+                # on the de-aggregated latent y = z - sum_i c e_i (eq. 7); every modality of a model
+                # that gets here is given, so the aggregated mean is known exactly at s and t
+                shift = {u: diffusion.aggregated_mean(given_enc, torch.full((shape[0],), u, device=device), z_s)
+                         for u in (s, t)}
                 ratio = abar[t].item() / abar[s].item()
-                z = ratio**0.5 * z_s + (1 - ratio) ** 0.5 * noise()
+                z = ratio**0.5 * (z_s - shift[s]) + (1 - ratio) ** 0.5 * noise() + shift[t]
         z = z_s
     return z.clamp(-1, 1).cpu(), nfe
+
+
+def posterior_mean(complete, k: int, seed: int) -> tuple[torch.Tensor, int]:
+    """The average of ``k`` completions ``complete(generator) -> (completions, nfe)`` drawn with
+    the seeds seed, seed + 1, ...: a Monte-Carlo estimate of E[x_hole | visible pixels], the
+    estimator that minimises the expected hidden-region MSE (and so the one PSNR and MSE reward;
+    docs/method.md, "Inpainting"). It is not a sample: its FID says nothing. Returns (mean, total
+    NFE = k times one completion's)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"--posterior-samples={k!r} must be an integer >= 2 (the completions averaged; 0 = off)")
+    total, nfe = 0, 0
+    for j in range(k):
+        done, n = complete(torch.Generator().manual_seed(seed + j))
+        total, nfe = total + done, nfe + n
+    return total / k, nfe
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def universal_guided_sample(model, diffusion, segmenter, masks, *, steps: int, s
 
 
 def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0, 4.0), num_samples: int | None = None,
-                           seed: int = 0, samples_root=None, log=print) -> list[dict]:
+                           seed: int = 0, samples_root=None, cache_dir=None, log=print) -> list[dict]:
     from mtdiff import evaluate
     from mtdiff.metrics import segmentation_metrics
     from mtdiff.metrics.records import metric_record
@@ -109,7 +109,8 @@ def evaluate_mask_to_image(run, segmenter_run, weights, out, *, scales=(0.0, 1.0
             pred = seg(images).argmax(1)
         sm = segmentation_metrics(masks.numpy(), pred.numpy(), seg.mask.num_classes)
         u8 = to_uint8(images)
-        fid, name, fid_wall, _ = evaluate._fidelity(cfg, u8.numpy(), reference, weights)
+        fid, name, fid_wall, _ = evaluate._fidelity(cfg, u8.numpy(), reference, weights, cache_dir,
+                                                    f"{cfg.data.dataset}-{cfg.eval.reference_split}")
         if samples_root is not None:
             folder = Path(samples_root) / f"s{scale:g}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     return exit_status(lambda: evaluate_mask_to_image(
         a.run, a.segmenter, a.extractor_weights, a.out, scales=parse_scales(a.scales), num_samples=a.num_samples,
-        seed=a.seed, samples_root=a.samples_root))
+        seed=a.seed, samples_root=a.samples_root, cache_dir=a.cache_dir))
 
 
 if __name__ == "__main__":

@@ -234,6 +234,15 @@ def test_bad_conditions_are_refused(mt_all):
         samplers.sample(cond, d, 1, steps=2, class_labels=torch.tensor([-1]))
 
 
+def test_masked_image_condition_of_the_wrong_size_is_refused_before_sampling():
+    _, model, diffusion = _model("mt_masked", size=8)
+    for shape in ((2, 1, 16, 16), (2, 3, 8, 8)):
+        with pytest.raises(ConfigError, match=r"condition masked_image: .*must have shape \(N, 1, 8, 8\)") as e:
+            samplers.sample(model, diffusion, 2, steps=2, given={"masked_image": torch.zeros(shape)}, guidance="head",
+                            guidance_scale=1.0)
+        assert "\n" not in str(e.value)
+
+
 def test_masked_image_condition_is_guided():
     _, model, diffusion = _model("mt_masked", size=8)
     model = _perturb(model).eval()

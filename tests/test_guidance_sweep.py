@@ -85,7 +85,9 @@ def test_mask_to_image_records_for_mt_and_the_universal_baseline(runs, tmp_path)
     for model, route in (("mt_mask", "mt_head"), ("ddpm", "ddpm_universal")):
         out = tmp_path / f"m2i_{model}.jsonl"
         evaluate_mask_to_image(runs[model], runs["segmenter"], runs["weights"], out, scales=[0.0, 1.0], num_samples=12,
-                               samples_root=tmp_path / model, log=lambda *_: None)
+                               samples_root=tmp_path / model, cache_dir=tmp_path / "cache", log=lambda *_: None)
+        # the reference features are read from (here: written to) the shared FID cache
+        assert list((tmp_path / "cache").glob("digits-train-*.pt"))
         lines = [json.loads(x) for x in out.read_text().splitlines()]
         assert {r["metric"] for r in lines} == {"m2i_miou", "m2i_pixel_accuracy", "m2i_fid", "m2i_kid_mean",
                                                  "m2i_kid_std"}
@@ -97,6 +99,53 @@ def test_mask_to_image_records_for_mt_and_the_universal_baseline(runs, tmp_path)
         assert (tmp_path / model / "s1" / "grid.png").is_file()
     with pytest.raises(ConfigError, match="needs mt_mask / mt_all, or ddpm"):
         evaluate_mask_to_image(runs["mt_label"], runs["segmenter"], runs["weights"], tmp_path / "x.jsonl")
+
+
+def _sweep_records():
+    base = {"dataset": "digits", "seed": 0, "checkpoint_step": 10, "ema": True, "sampler": "ddim", "nfe": 25,
+            "n_generated": 100, "reference_split": "train", "n_reference": 100, "extractor": "mtdiff-domain",
+            "wall_time_s": 1.0}
+    recs = [dict(base, model="mt_label", metric="fid", value=4.0, extra={"condition": "none"})]
+    for scale, fid in ((0.0, 5.0), (10.0, 30.0)):
+        recs.append(dict(base, model="mt_label", metric="guided_cond_fid", value=fid,
+                         extra={"condition": "label=balanced", "guidance": "head", "guidance_scale": scale}))
+    return recs
+
+
+def test_headline_table_leaves_the_guidance_sweep_out():
+    """One guidance-sweep record per scale: in the headline table a column would stand for an
+    arbitrary scale, so the sweep appears only in its own table and plot."""
+    import pandas as pd
+
+    from mtdiff.report.tables import comparison_table
+
+    table = comparison_table(pd.json_normalize(_sweep_records()))
+    assert any(c.startswith("fid") for c in table.attrs["metric_columns"])
+    assert not [c for c in table.attrs["metric_columns"] if c.startswith("guided_")]
+    assert table.loc["mt_label", [c for c in table.columns if c.startswith("fid") and c.endswith("_mean")][0]] == 4.0
+
+
+def test_guidance_plot_uses_the_registry_colours():
+    from mtdiff.registry import MODELS
+
+    palette = report_guidance.sweep_palette(["mt_label", "ddpm_cond"])
+    assert palette == {"mt_label": MODELS["mt_label"].colour, "ddpm_cond": MODELS["ddpm_cond"].colour}
+    assert palette["mt_label"] != palette["ddpm_cond"]
+
+
+def test_fid_rules_of_conditional_generation_read_the_reference_cache():
+    """Every job that computes FID passes the reference-feature cache the FID jobs use
+    (workflow/rules/evaluate.smk), so none recomputes the reference features."""
+    import re
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    for smk, names in (("guidance.smk", ("guidance_sweep", "mask_to_image")), ("inpainting.smk", ("inpainting",))):
+        text = (rules / smk).read_text()
+        for name in names:
+            body = re.search(rf"^rule {name}:\n(.*?)(?=^rule |\Z)", text, re.S | re.M).group(1)
+            assert "reference=lambda wc: reference_cache(wc.dataset)" in body, (smk, name)
+            assert "--cache-dir $(dirname {input.reference})" in body, (smk, name)
 
 
 def test_elbo_joint_is_the_image_error_plus_the_weighted_label_error():

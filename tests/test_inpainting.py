@@ -15,8 +15,8 @@ import torch
 from mtdiff.config import ModalityConfig, load_config
 from mtdiff.errors import ConfigError
 from mtdiff.inpainting import (
-    _draw_once, check_keep_masks, complete_mt, draw_keep_masks, forward_noised, nearest_neighbour_fill, repaint,
-    repaint_step,
+    _draw_once, check_keep_masks, complete_mt, draw_keep_masks, forward_noised, nearest_neighbour_fill,
+    posterior_mean, repaint, repaint_step,
 )
 from mtdiff.metrics.inpainting import hidden_region_errors, inpainting_records, summary
 from mtdiff.modalities import MaskedImageModality
@@ -108,6 +108,41 @@ def test_repaint_counts_nfe_and_is_deterministic():
     assert nfe2 == 4 * 3 + 1  # no resampling at the last step
 
 
+def test_mt_repaint_resamples_and_guides_on_the_deaggregated_latent():
+    """mt_masked with replacement: resampling jumps (on y = z - c e, eq. 7) cost NFE like
+    RePaint's, keep the visible pixels, and head guidance on the masked image changes the hole."""
+    model, diffusion = _tiny("mt_masked")
+    x = _images(4)
+    keep = draw_keep_masks(4, 8, seed=0)
+    plain, nfe = repaint(model, diffusion, x, keep, steps=4, generator=torch.Generator().manual_seed(0))
+    jumped, nfe_j = repaint(model, diffusion, x, keep, steps=4, resample_jumps=2, generator=torch.Generator().manual_seed(0))
+    guided, nfe_g = repaint(model, diffusion, x, keep, steps=4, guidance="head", guidance_scale=5.0,
+                            generator=torch.Generator().manual_seed(0))
+    assert (nfe, nfe_j, nfe_g) == (4, 3 * 3 + 1, 4)
+    for done in (plain, jumped, guided):
+        assert torch.allclose(done * keep, x * keep) and done.abs().max() <= 1
+    hole = 1 - keep
+    assert not torch.allclose(plain * hole, jumped * hole) and not torch.allclose(plain * hole, guided * hole)
+
+
+def test_posterior_mean_averages_seeded_completions_and_lowers_the_mse():
+    """The mean of K completions is their pixelwise average, and its hidden-region MSE is never
+    above the completions' mean MSE (Jensen: the MSE is convex), the reason it is reported apart."""
+    model, diffusion = _tiny("ddpm")
+    x = _images(4)
+    keep = draw_keep_masks(4, 8, seed=0)
+
+    def one(g):
+        return repaint(model, diffusion, x, keep, steps=3, sampler="ddpm", generator=g)
+
+    mean, nfe = posterior_mean(one, 3, seed=7)
+    draws = [one(torch.Generator().manual_seed(7 + j))[0] for j in range(3)]
+    assert nfe == 9 and torch.allclose(mean, sum(draws) / 3)
+    mse_of_mean = hidden_region_errors(mean, x, keep)["mse"]
+    mean_mse = sum(hidden_region_errors(d, x, keep)["mse"] for d in draws) / 3
+    assert (mse_of_mean <= mean_mse + 1e-6).all() and (mse_of_mean < mean_mse).any()
+
+
 def test_mt_completion_pastes_visible_pixels():
     model, diffusion = _tiny("mt_masked")
     x = _images(4)
@@ -178,9 +213,16 @@ def test_bad_input_is_refused_with_one_line():
     with pytest.raises(ConfigError, match="image-only"):
         repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2)
     model, diffusion = _tiny("mt_masked")
-    with pytest.raises(ConfigError, match="resample-jumps"):
-        repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, resample_jumps=1)
+    for scale in (-1.0, float("nan"), "x"):
+        with pytest.raises(ConfigError, match="guidance_scale=.*accepted: a finite number >= 0"):
+            repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, guidance="head", guidance_scale=scale)
+    with pytest.raises(ConfigError, match="sample.guidance"):
+        repaint(model, diffusion, x, draw_keep_masks(4, 8), steps=2, guidance="classifier")
     ddpm, ddiff = _tiny("ddpm")
+    with pytest.raises(ConfigError, match="needs a condition"):  # ddpm has no head to guide with
+        repaint(ddpm, ddiff, x, draw_keep_masks(4, 8), steps=2, guidance="head", guidance_scale=1.0)
+    with pytest.raises(ConfigError, match="posterior-samples"):
+        posterior_mean(lambda g: (x, 1), 1, seed=0)
     with pytest.raises(ConfigError, match="masked_image modality"):
         complete_mt(ddpm, ddiff, x, draw_keep_masks(4, 8), steps=2)
     with pytest.raises(ConfigError, match="resample-jumps"):
@@ -203,20 +245,38 @@ def test_cli_inpainting_end_to_end(tmp_path):
         assert res.returncode == 0, res.stderr
     out = tmp_path / "inp.jsonl"
     res = _cli("evaluate", "inpainting", "--mt-run", str(tmp_path / "mt_masked"), "--baseline-run",
-               str(tmp_path / "ddpm"), "--out", str(out), "--grid", str(tmp_path / "grid.png"))
+               str(tmp_path / "ddpm"), "--out", str(out), "--grid", str(tmp_path / "grid.png"),
+               "--resample-jumps", "1", "--posterior-samples", "2", "--set", "eval.inpaint_guidance_scale=1.5")
     assert res.returncode == 0, res.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     methods = {(r["model"], r["extra"]["method"]) for r in recs}
     assert methods == {("mt_masked", "mt_conditional"), ("mt_masked+repaint", "mt_repaint"), ("ddpm", "repaint"),
-                       ("nearest_neighbour", "nearest_neighbour")}
-    assert {r["nfe"] for r in recs if r["model"] != "nearest_neighbour"} == {4}
+                       ("mt_masked posterior mean", "mt_conditional_posterior_mean"),
+                       ("mt_masked+repaint posterior mean", "mt_repaint_posterior_mean"),
+                       ("ddpm posterior mean", "repaint_posterior_mean"), ("nearest_neighbour", "nearest_neighbour")}
+    nfe = {r["extra"]["method"]: r["nfe"] for r in recs}
+    # 4 steps; the replacement methods resample once per step but the last: equal NFE 3 x 2 + 1
+    assert nfe["mt_conditional"] == 4 and nfe["mt_repaint"] == nfe["repaint"] == 7
+    assert nfe["repaint_posterior_mean"] == 14 and nfe["nearest_neighbour"] is None
+    for r in recs:  # every setting is on the record
+        if r["extra"]["method"] != "nearest_neighbour":
+            assert {"steps", "eta", "guidance", "guidance_scale", "resample_jumps", "posterior_samples"} <= set(r["extra"])
+    mt = [r for r in recs if r["extra"]["method"].startswith("mt_")]
+    assert all(r["extra"]["guidance"] == "head" and r["extra"]["guidance_scale"] == 1.5 for r in mt)
     # the diffusion methods run in fp32 on the CPU; the nearest neighbour runs no network
     assert {(r["precision"], r["device"]) for r in recs if r["model"] != "nearest_neighbour"} == {("fp32", "cpu")}
     assert {(r["precision"], r["device"]) for r in recs if r["model"] == "nearest_neighbour"} == {(None, None)}
+    assert not [r for r in recs if r["extra"]["method"].endswith("posterior_mean") and "fid" in r["metric"]]
     assert (tmp_path / "grid.png").stat().st_size > 0
     res = _cli("evaluate", "inpainting", "--baseline-run", str(tmp_path / "ddpm"), "--out", str(out),
                "--mask-ratio", "2")
     assert res.returncode == 2 and "--mask-ratio" in res.stderr and "Traceback" not in res.stderr
+    for flag, value, said in (("--guidance-scale", "-1", "--guidance-scale=-1.0"), ("--guidance-scale", "nan", "--guidance-scale=nan"),
+                              ("--posterior-samples", "1", "--posterior-samples=1"),
+                              ("--resample-jumps", "-2", "--resample-jumps=-2")):
+        res = _cli("evaluate", "inpainting", "--mt-run", str(tmp_path / "mt_masked"), "--out", str(out), flag, value)
+        assert res.returncode == 2 and said in res.stderr and ("accepted" in res.stderr or "must be" in res.stderr), res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def test_report_tabulates_inpainting_records_per_method(tmp_path):
@@ -244,4 +304,15 @@ def test_report_tabulates_inpainting_records_per_method(tmp_path):
     table = pd.read_csv(files["inpainting.csv"]).set_index("method")
     assert table.loc["repaint", "inpaint_psnr"] == pytest.approx(11.0) and table.loc["repaint", "seeds"] == 2
     assert table.loc["nearest_neighbour", "inpaint_mse"] == pytest.approx(0.05)
+    # the floor, per row: 11 dB (mean of 10 and 12) is 3 dB under the 14 dB copy
+    assert table.loc["repaint", "psnr_minus_anchor"] == pytest.approx(-3.0)
+    assert not table.loc["repaint", "beats_anchor"] and pd.isna(table.loc["nearest_neighbour", "beats_anchor"])
+    recs += inpainting_records(dataset="digits", model="ddpm posterior mean", method="repaint_posterior_mean", seed=0,
+                               checkpoint_step=750, ema=True, sampler="ddpm", nfe=100, n=10,
+                               errors={"inpaint_mse": 0.04, "inpaint_psnr": 15.0}, fidelity=None,
+                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask,
+                               extra={"posterior_samples": 4, "resample_jumps": 0, "guidance_scale": 0.0})
+    df = records_to_frame([MetricRecord.from_dict(r) for r in recs])
+    table = pd.read_csv(write_inpainting_tables(df, tmp_path)["inpainting.csv"]).set_index("method")
+    assert table.loc["repaint_posterior_mean", "beats_anchor"] and table.loc["repaint_posterior_mean", "posterior_samples"] == 4
     assert write_inpainting_tables(df[df["metric"] == "nothing"], tmp_path / "none") == {}

@@ -39,8 +39,17 @@ def sweep_table(paths) -> pd.DataFrame:
     return out.sort_values(["model", "scale"]).reset_index(drop=True)
 
 
+def sweep_palette(models) -> dict[str, str]:
+    """model -> its colour in every other figure (the registry's ModelSpec colour, via the
+    report vocabulary), so a model keeps its colour across the report."""
+    from mtdiff.report.vocabulary import model_colour
+
+    return {m: model_colour(m) for m in models}
+
+
 def plot_sweep(table: pd.DataFrame, out: str | Path) -> None:
-    """Accuracy (y) vs FID (x), one line per model, each point labelled with its scale."""
+    """Accuracy (y) vs FID (x), one line per model (in its registry colour), each point
+    labelled with its scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +59,7 @@ def plot_sweep(table: pd.DataFrame, out: str | Path) -> None:
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         sns.lineplot(data=table, x="fid", y="accuracy", hue="model", style="guidance", markers=True, sort=False,
-                     ax=ax)
+                     palette=sweep_palette(table["model"].unique()), ax=ax)
         for row in table.itertuples():
             ax.annotate(f"s={row.scale:g}", (row.fid, row.accuracy), textcoords="offset points", xytext=(4, 3),
                         fontsize=7)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mtdiff.guidance_sweep import SWEEP_METRICS
 from mtdiff.report.stats import mean_ci95
 from mtdiff.report.vocabulary import (
     METRIC_ORDER, TASK_METRICS, ReportError, column_key, is_missing, metric_family, parse_column_key,
@@ -50,6 +51,9 @@ def headline_records(records: pd.DataFrame, *, headline_nfe: int | None = None, 
     Adds a ``column`` field. ``notes`` (a list) collects protocol remarks (dropped NFEs, ...)."""
     notes = notes if notes is not None else []
     df = with_column_keys(records)
+    # guidance-sweep records (one per scale) have their own table and plot (report/guidance.csv,
+    # mtdiff.report.guidance); in the headline they would stand for an arbitrary scale
+    df = df[~df["metric"].isin(SWEEP_METRICS)]
     if df.empty:
         return df
     nfe = headline_nfe if headline_nfe is not None else default_headline_nfe(df)

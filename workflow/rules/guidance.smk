@@ -12,6 +12,7 @@ rule guidance_sweep:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         judge=f"{RESULTS}/{{dataset}}/train/classifier/seed{{seed}}/final.pt",
         extractor=extractor_input,  # the domain extractor; none for Inception configs
+        reference=lambda wc: reference_cache(wc.dataset),  # cached reference features (evaluate.smk)
     output:
         f"{RESULTS}/{{dataset}}/metrics/guidance_{{model}}_seed{{seed}}.jsonl",
     log:
@@ -32,7 +33,8 @@ rule guidance_sweep:
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.guidance_sweep "
         "--run {params.run} --judge $(dirname {input.judge}) {params.weights} "
-        "--samples-root {params.samples} {params.current} --out {output} > {log} 2>&1"
+        "--samples-root {params.samples} {params.current} --cache-dir $(dirname {input.reference}) "
+        "--out {output} > {log} 2>&1"
 
 
 rule guidance_plot:
@@ -64,6 +66,7 @@ rule mask_to_image:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         segmenter=f"{RESULTS}/{{dataset}}/train/segmenter/seed{{seed}}/final.pt",
         extractor=extractor_input,  # the domain extractor; none for Inception configs
+        reference=lambda wc: reference_cache(wc.dataset),  # cached reference features (evaluate.smk)
     output:
         f"{RESULTS}/{{dataset}}/metrics/m2i_{{model}}_seed{{seed}}.jsonl",
     log:
@@ -85,4 +88,4 @@ rule mask_to_image:
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.mask_to_image "
         "--run {params.run} --segmenter $(dirname {input.segmenter}) {params.weights} "
-        "--samples-root {params.samples} --out {output} > {log} 2>&1"
+        "--samples-root {params.samples} --cache-dir $(dirname {input.reference}) --out {output} > {log} 2>&1"

@@ -6,12 +6,15 @@
 
 rule inpainting:
     """Complete the test images (seeded masks, the mt_masked run's mask law) with mt_masked
-    (conditional sampling), ddpm with RePaint-style replacement (equal NFE) and the
-    nearest-training-image copy; hidden-region PSNR/MSE and FID of the completions."""
+    (conditional sampling with head guidance; with replacement and resampling as well), ddpm
+    with RePaint-style replacement and resampling (equal NFE to mt_masked's replacement method)
+    and the nearest-training-image copy; hidden-region PSNR/MSE and FID of the completions, and
+    the posterior-mean PSNR/MSE of each diffusion method (eval.inpaint_*)."""
     input:
         mt=f"{RESULTS}/{{dataset}}/train/mt_masked/seed{{seed}}/final.pt",
         ddpm=f"{RESULTS}/{{dataset}}/train/ddpm/seed{{seed}}/final.pt",
         extractor=extractor_input,  # the domain extractor; none for Inception configs
+        reference=lambda wc: reference_cache(wc.dataset),  # cached reference features (evaluate.smk)
     output:
         records=f"{RESULTS}/{{dataset}}/metrics/inpainting_seed{{seed}}.jsonl",
         grid=report(
@@ -33,7 +36,8 @@ rule inpainting:
         gres=lambda wc: as_gres(sample_gpus(wc.dataset)),
     params:
         weights=extractor_args,
+        current=current_settings(("eval", "sample")),  # eval.inpaint_* and sample.steps of the config now
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate inpainting --mt-run $(dirname {input.mt}) "
-        "--baseline-run $(dirname {input.ddpm}) {params.weights} "
-        "--out {output.records} --grid {output.grid} > {log} 2>&1"
+        "--baseline-run $(dirname {input.ddpm}) {params.weights} {params.current} "
+        "--cache-dir $(dirname {input.reference}) --out {output.records} --grid {output.grid} > {log} 2>&1"
