@@ -310,7 +310,7 @@ def test_report_tabulates_inpainting_records_per_method(tmp_path):
     recs += inpainting_records(dataset="digits", model="ddpm posterior mean", method="repaint_posterior_mean", seed=0,
                                checkpoint_step=750, ema=True, sampler="ddpm", nfe=100, n=10,
                                errors={"inpaint_mse": 0.04, "inpaint_psnr": 15.0}, fidelity=None,
-                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask,
+                               reference_split="train", n_reference=100, extractor=None, wall_time_s=1.0, mask=mask, precision="fp32", device="cpu",
                                extra={"posterior_samples": 4, "resample_jumps": 0, "guidance_scale": 0.0})
     df = records_to_frame([MetricRecord.from_dict(r) for r in recs])
     table = pd.read_csv(write_inpainting_tables(df, tmp_path)["inpainting.csv"]).set_index("method")
