@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pngs", action="store_true", help="skip per-image PNG files")
     p.add_argument("--device", default=None,
                    help="auto | cpu | cuda | cuda:N (default: the run's train.device; cuda fails fast without a GPU)")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="default: the run's train.precision")
     add_progress_argument(p)
     p.set_defaults(func=cmd_sample)
 

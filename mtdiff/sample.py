@@ -72,7 +72,7 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
              sampler: str | None = None, steps: int | None = None, eta: float | None = None, seed: int | None = None,
              condition: str | None = None, ema: bool | None = None, clip_x0: bool | None = None,
              guidance: str | None = None, guidance_scale: float | None = None, device: str = "auto",
-             precision: str = "auto", write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
+             precision: str | None = None, write_pngs: bool = True, progress: str | bool = "auto", log=print) -> dict:
     """Sample a trained run; options left None take the run config's ``sample`` section."""
     from mtdiff.train import load_run, load_split
 
@@ -104,7 +104,9 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    amp = autocast(dev, precision)
+    # default: the run's pinned train.precision, so a run config's fp32 also holds for its samples
+    # (bf16 and fp32 samples differ; "auto" would pick bf16 on some CPUs only)
+    amp = autocast(dev, cfg.train.precision if precision is None else precision)
     chunks: dict[str, list] = {}
     t0 = time.time()
     bar = Progress(math.ceil(num_samples / batch_size), f"sample {cfg.model} (NFE {steps}) batch", mode=progress,
