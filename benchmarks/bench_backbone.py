@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mtdiff.nets import UNet, bf16_autocast_is_fast  # noqa: E402
+from mtdiff.nets import UNet, bf16_autocast_is_fast, norm_groups  # noqa: E402
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -55,7 +55,10 @@ def build_diffusers(unet2d, a) -> torch.nn.Module:
         block_out_channels=tuple(a.model_channels * m for m in a.channel_mult), layers_per_block=a.num_res_blocks,
         down_block_types=tuple("AttnDownBlock2D" if x else "DownBlock2D" for x in attn),
         up_block_types=tuple("AttnUpBlock2D" if x else "UpBlock2D" for x in reversed(attn)),
-        attention_head_dim=a.head_channels, norm_num_groups=32, resnet_time_scale_shift="scale_shift")
+        attention_head_dim=a.head_channels, resnet_time_scale_shift="scale_shift",
+        # one group count for every layer (mtdiff: gcd(channels, 32) per layer); the narrowest
+        # width decides, so widths below 32 (e.g. 16) build too; same parameter count either way
+        norm_num_groups=norm_groups(a.model_channels))
 
 
 class Variant:

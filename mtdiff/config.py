@@ -127,8 +127,11 @@ class TrainConfig:
     ema_halflife_kimg: float = opt(2.0, ge=0)  # EMA half-life in thousands of images (edm)
     # half-life <= this * images seen, early on; None = off
     ema_rampup_ratio: float | None = opt(0.05, **POSITIVE)
-    # auto | fp32 | bf16 | fp16. auto = bf16 autocast where the hardware runs it fast (CUDA,
-    # CPUs with AVX-512 BF16/AMX), else fp32. fp16 is CUDA only, with a grad scaler.
+    # auto | fp32 | bf16 | fp16. auto = bf16 autocast where the hardware has native bf16 kernels
+    # (CUDA GPUs with bf16, CPUs with AVX-512 BF16/AMX), else fp32 -- "native" is not "faster":
+    # for the small 8x8 digits net bf16 is ~20% slower than fp32 even there (docs/benchmarks.md).
+    # bf16 and fp32 give different numbers, so auto makes results depend on the machine: the
+    # shipped run configs pin it (fp32 on CPU, bf16 on GPU). fp16 is CUDA only, with a grad scaler.
     precision: str = opt("auto", choices=("auto", "fp32", "bf16", "fp16"))
     seed: int = opt(0, ge=0, lt=2**63)
     device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?")  # auto | cpu | cuda | cuda:N

@@ -111,7 +111,9 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    amp = autocast(dev, precision)
+    # default: the run's pinned train.precision, so a run config's fp32 also holds for its samples
+    # (bf16 and fp32 samples differ; "auto" would pick bf16 on some CPUs only)
+    amp = autocast(dev, cfg.train.precision if precision is None else precision)
     chunks: dict[str, list] = {}
     t0 = time.time()
     bar = Progress(math.ceil(num_samples / batch_size), f"sample {cfg.model} (NFE {steps}) batch", mode=progress,

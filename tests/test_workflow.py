@@ -129,8 +129,11 @@ def test_config_edit_reruns_exactly_the_jobs_it_affects(tmp_path):
     run_cfg.write_text(base.replace("sample: {steps: 5}", "sample: {steps: 4}"))
     res = snakemake(tmp_path, config, "-n", "-p")
     plan = _planned(res)
-    assert plan.get("sample") == 4 and plan.get("sample_conditional") == 2, str(plan)  # ddpm, mt_label, mt_mask, mt_all
-    assert plan.get("curve") == 4  # its step points use sample.steps
+    seeds = len(config["datasets"]["digits"]["seeds"])
+    assert seeds == 2  # .test/config.yaml: two paired seeds
+    # per seed: ddpm, mt_label, mt_mask, mt_all (joint); mt_label, mt_all (conditional)
+    assert plan.get("sample") == 4 * seeds and plan.get("sample_conditional") == 2 * seeds, str(plan)
+    assert plan.get("curve") == 4 * seeds  # its step points use sample.steps
     for untouched in ("prepare_data", "train", "train_extractor", "anchors", "task"):
         assert untouched not in plan, plan
     assert "--steps 4" in res.stdout  # the new value reaches the command
@@ -145,7 +148,7 @@ def test_config_edit_reruns_exactly_the_jobs_it_affects(tmp_path):
 
     run_cfg.write_text(base.replace("precision: fp32}", "precision: fp32, lr: 0.001}"))
     plan = _planned(snakemake(tmp_path, config, "-n"))
-    assert plan.get("train") == 6
+    assert plan.get("train") == 6 * seeds
     for untouched in ("prepare_data", "train_extractor", "anchors"):
         assert untouched not in plan, plan
 
@@ -218,9 +221,17 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
     memo = records[records.metric == "memorized_fraction"]
     assert set(memo.model) == {"ddpm", "mt_label", "mt_mask", "mt_all", "real_floor", "copier"}
     assert set(memo.extractor.fillna("pixels")) == {"pixels", "mtdiff-domain"}
-    assert (memo.loc[memo.model == "copier", "value"] == 1).all() and len(memo) == 12
+    assert (memo.loc[memo.model == "copier", "value"] == 1).all() and len(memo) == 20  # 4 models x 2 seeds, 2 anchors
     curve = records[records["extra.curve"].notna() & (records.metric == "fid")]
     assert {(int(r.checkpoint_step), int(r.nfe)) for r in curve.itertuples() if r.model == "mt_all"} == {(4, 5), (8, 5), (8, 2)}
+    # each question on the seeds it needs (config/README.md): metric vs step on every seed, metric
+    # vs NFE (NFE 2 here) and the guidance sweep on the first seed only
+    for seed in (0, 1):
+        steps = {(int(r.checkpoint_step), int(r.nfe)) for r in curve.itertuples() if r.model == "mt_all" and r.seed == seed}
+        assert steps == ({(4, 5), (8, 5), (8, 2)} if seed == 0 else {(4, 5), (8, 5)}), (seed, steps)
+    assert sorted((digits / "metrics").glob("guidance_*_seed1.jsonl")) == []
+    assert sorted(p.name for p in (digits / "metrics").glob("guidance_*_seed0.jsonl")) == [
+        "guidance_mt_all_seed0.jsonl", "guidance_mt_label_seed0.jsonl"]
 
     # Snakemake's own report: figures, tables and the notebook's HTML, with their captions
     res = snakemake(tmp_path, config, "--report", str(tmp_path / "report.zip"))
@@ -230,8 +241,8 @@ def test_tiny_workflow_end_to_end_and_rerun_is_a_no_op(tmp_path):
         for part in ("preview.png", "headline_bars.png", "training_curves.png", "comparison.csv", "report.html",
                      "summary.md"):
             assert any(n.endswith("/" + part) for n in names), (part, names)
-        assert sum(n.endswith("/grid.png") for n in names) == 4  # ddpm, mt_label, mt_mask, mt_all
-        assert sum("/memo_" in n and n.endswith(".png") for n in names) == 5  # the same four and the anchors
+        assert sum(n.endswith("/grid.png") for n in names) == 8  # ddpm, mt_label, mt_mask, mt_all; two seeds
+        assert sum("/memo_" in n and n.endswith(".png") for n in names) == 9  # the same four, two seeds, and the anchors
         page = next(zf.read(n).decode() for n in zf.namelist() if n.count("/") == 1 and n.endswith("/report.html"))
     for caption in ("Training images of the dataset", "The executed report notebook", "mean and 95% confidence",
                     "The first 64 joint samples of mt_all", "multi-task diffusion (MT-Diffusion",

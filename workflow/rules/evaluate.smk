@@ -120,8 +120,9 @@ rule fid_conditional:
 
 
 rule curve:
-    """FID/KID against training progress (kept snapshots) and against NFE; the log gets one
-    line per point (checkpoint step, NFE, values)."""
+    """FID/KID against training progress (kept snapshots, every seed) and against NFE (first
+    seed only: curve_kind in common.smk); the log gets one line per point (checkpoint step,
+    NFE, values)."""
     input:
         final=f"{RESULTS}/{{dataset}}/train/{{model}}/seed{{seed}}/final.pt",
         extractor=extractor_input,  # the domain extractor; none for Inception configs
@@ -142,10 +143,11 @@ rule curve:
         current=current_settings(("eval", "sample")),
         weights=extractor_args,
         run=lambda wc: run_dir(wc.dataset, wc.model, wc.seed),
+        what=curve_kind,
         settings=lambda wc: config_params(wc.dataset, wc.model, only=("eval", "sample")),
     shell:
         "OMP_NUM_THREADS={threads} PYTHONPATH=$MTDIFF_ROOT python -m mtdiff.cli evaluate curve --run {params.run} "
-        "{params.weights} --cache-dir $(dirname {input.reference}) --progress log "
+        "--what {params.what} {params.weights} --cache-dir $(dirname {input.reference}) --progress log "
         "{params.current} --out {output} > {log} 2>&1"
 
 

@@ -14,6 +14,9 @@ rule train:
         f"{RESULTS}/{{dataset}}/logs/train_{{model}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/train_{{model}}_seed{{seed}}.tsv"
+    # Training jobs are the long ones (most of the default run): start them before the short
+    # evaluation jobs, so that no long job starts last and leaves a core idle at the end.
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: config.get("threads_per_job", 1)
