@@ -226,6 +226,9 @@ class EvalConfig:
     inpaint_guidance_scale: float = opt(2.0, ge=0)
     inpaint_resample_jumps: int = opt(4, ge=0, le=100)
     inpaint_posterior_samples: int = opt(8, ge=0, le=1000)
+    # test images completed (the first ones of the test split, the same for every seed and
+    # method); None = the whole split. The cost grows as images x NFE x (1 + posterior_samples).
+    inpaint_num_images: int | None = opt(None, ge=2, le=MAX_COUNT)
 
 
 @dataclass

@@ -120,9 +120,9 @@ def inpainting(out, *, mt_run=None, baseline_run=None, weights=None, grid=None, 
         raise ConfigError(f"--mt-run and --baseline-run were trained on different datasets ({sorted(datasets)})")
     test = load_split(first_cfg, "test", in_memory=True).images
     train = load_split(first_cfg, "train", in_memory=True).images
-    n = len(test) if num_images is None else num_images
+    n = num_images if num_images is not None else ec.inpaint_num_images or len(test)
     if not 2 <= n <= len(test):
-        raise ConfigError(f"--num-images={n} must be in 2..{len(test)} (the test split's size)")
+        raise ConfigError(f"--num-images={n} (eval.inpaint_num_images) must be in 2..{len(test)} (the test split's size)")
     images = test[:n].float()
     keep = draw_keep_masks(n, images.shape[-1], pattern=mask["pattern"], ratio=mask["ratio"],
                            patch_size=mask["patch_size"], seed=mask_seed)
@@ -210,7 +210,7 @@ def add_inpainting_parser(ev) -> None:
     q.add_argument("--baseline-run", help="run folder of an image-only diffusion model (ddpm), RePaint-style")
     q.add_argument("--extractor-weights", help="domain extractor weights (FID of the completions)")
     q.add_argument("--grid", help="PNG: masked input | mt_masked | mt_masked + RePaint | RePaint | nearest neighbour | truth")
-    q.add_argument("--num-images", type=int, default=None, help="test images to complete (default: all)")
+    q.add_argument("--num-images", type=int, default=None, help="test images to complete (default: eval.inpaint_num_images; none: all)")
     q.add_argument("--mask-pattern", default=None, help="patches | center | pixels (default: the MT run's)")
     q.add_argument("--mask-ratio", type=float, default=None, help="fraction of pixels hidden (default: the MT run's)")
     q.add_argument("--patch-size", type=int, default=None, help="pixels (patches only; default: the MT run's)")
