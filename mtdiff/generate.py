@@ -93,6 +93,8 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     seed = sc.seed if seed is None else seed
     ema = sc.ema if ema is None else ema
     clip_x0 = sc.clip_x0 if clip_x0 is None else clip_x0
+    # default: the run's pinned train.precision, so a run config's fp32 also holds for its samples
+    # (bf16 and fp32 samples differ; "auto" would pick bf16 on some CPUs only)
     precision = cfg.train.precision if precision is None else precision
     if guidance is None:
         # the run config's guidance is for samples given a condition (sample_conditional); joint
@@ -111,9 +113,7 @@ def generate(run: str | Path, out: str | Path, *, num_samples: int | None = None
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    # default: the run's pinned train.precision, so a run config's fp32 also holds for its samples
-    # (bf16 and fp32 samples differ; "auto" would pick bf16 on some CPUs only)
-    amp = autocast(dev, cfg.train.precision if precision is None else precision)
+    amp = autocast(dev, precision)
     chunks: dict[str, list] = {}
     t0 = time.time()
     bar = Progress(math.ceil(num_samples / batch_size), f"sample {cfg.model} (NFE {steps}) batch", mode=progress,

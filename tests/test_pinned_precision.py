@@ -22,7 +22,7 @@ def test_run_config_pins_precision(path):
 def test_sampling_uses_the_runs_precision_unless_told(tmp_path, monkeypatch, one_torch_thread):
     """`mtdiff sample` without --precision samples in the run's pinned train.precision (not auto,
     which would pick bf16 on some CPUs only); --precision still overrides it."""
-    import mtdiff.sample
+    import mtdiff.generate
     from mtdiff.cli import build_parser
     from mtdiff.train import train
 
@@ -33,9 +33,9 @@ def test_sampling_uses_the_runs_precision_unless_told(tmp_path, monkeypatch, one
                                  "train.checkpoint_every_kimg": 0.032, "train.threads": 1})
     train(cfg, tmp_path / "run", progress="none", log=lambda *_: None)
     seen = []
-    real = mtdiff.sample.autocast
-    monkeypatch.setattr(mtdiff.sample, "autocast", lambda device, precision: seen.append(precision) or real(device, "fp32"))
+    real = mtdiff.generate.autocast
+    monkeypatch.setattr(mtdiff.generate, "autocast", lambda device, precision: seen.append(precision) or real(device, "fp32"))
     for precision in (None, "fp32"):
-        mtdiff.sample.generate(tmp_path / "run", tmp_path / f"s{precision}", num_samples=2, steps=2, precision=precision,
+        mtdiff.generate.generate(tmp_path / "run", tmp_path / f"s{precision}", num_samples=2, steps=2, precision=precision,
                                write_pngs=False, progress="none", log=lambda *_: None)
     assert seen == ["bf16", "fp32"]
