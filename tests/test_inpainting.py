@@ -316,3 +316,11 @@ def test_report_tabulates_inpainting_records_per_method(tmp_path):
     table = pd.read_csv(write_inpainting_tables(df, tmp_path)["inpainting.csv"]).set_index("method")
     assert table.loc["repaint_posterior_mean", "beats_anchor"] and table.loc["repaint_posterior_mean", "posterior_samples"] == 4
     assert write_inpainting_tables(df[df["metric"] == "nothing"], tmp_path / "none") == {}
+    # summary.md's inpainting section lists every method at its own NFE (RePaint's 100 is not the headline NFE)
+    from mtdiff.report.inpainting import inpainting_table
+    from mtdiff.report.summary import inpainting_markdown
+
+    section = "\n".join(inpainting_markdown(inpainting_table(df)))
+    for method in ("repaint", "repaint_posterior_mean", "nearest_neighbour"):
+        assert f"| {method} " in section, (method, section)
+    assert "beats the copy anchor" in section and "| True " in section

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mtdiff.io import atomic_write_text
 from mtdiff.report.findings import findings
-from mtdiff.report.inpainting import write_inpainting_tables
+from mtdiff.report.inpainting import inpainting_table, write_inpainting_tables
 from mtdiff.report.load import find_sample_grids, load_records, load_summaries, load_train_logs
 from mtdiff.report.plots import plot_bars, plot_losses, plot_metric_vs_nfe, plot_training_curves
 from mtdiff.report.summary import summary_markdown
@@ -64,7 +64,7 @@ def make_report(root, dataset: str, out_dir, *, headline_nfe: int | None = None,
     fmd = f"# Findings: {dataset}\n\nComputed from the comparison table only (no hand-written claims).\n\n" + \
           "".join(f"- {line}\n" for line in lines)
     written["findings.md"] = atomic_write_text(out_dir / "findings.md", fmd)
-    summary = summary_markdown(table, source=source)
+    summary = summary_markdown(table, source=source, inpainting=inpainting_table(ds_records))
     written["summary.md"] = atomic_write_text(out_dir / "summary.md", summary + "\n")
     grids = find_sample_grids(root, dataset)
     for g in grids:

@@ -207,9 +207,26 @@ def compute_table(table: pd.DataFrame) -> pd.DataFrame | None:
     return df
 
 
-def summary_markdown(table: pd.DataFrame, *, source: str | None = None) -> str:
+INPAINTING_COLUMNS = {"method": "method", "model": "model", "nfe": "NFE", "posterior_samples": "K", "seeds": "seeds",
+                      "inpaint_psnr": "PSNR (hidden, dB) ↑", "inpaint_mse": "MSE (hidden) ↓",
+                      "inpaint_fid": "FID ↓ [completions]", "beats_anchor": "beats the copy anchor"}
+
+
+def inpainting_markdown(per_method: pd.DataFrame) -> list[str]:
+    """The inpainting section from :func:`mtdiff.report.inpainting.inpainting_table` (one row per
+    method at its own NFE: the headline table keeps one NFE, which would drop RePaint's rows)."""
+    df = per_method[[c for c in INPAINTING_COLUMNS if c in per_method.columns]].rename(columns=INPAINTING_COLUMNS)
+    return ["### Inpainting (per method, mean over seeds; inpainting.md has every setting)", "",
+            df.to_markdown(index=False, floatfmt=".4g"), "",
+            "- K: completions averaged per image (posterior mean: the MMSE estimate PSNR/MSE reward; no FID); "
+            "the per-sample rows are the methods' own outputs", ""]
+
+
+def summary_markdown(table: pd.DataFrame, *, source: str | None = None,
+                     inpainting: pd.DataFrame | None = None) -> str:
     """``summary.md``: where the numbers came from, then each task table with its protocol line
-    and notes, in Markdown that also reads in a terminal."""
+    and notes, in Markdown that also reads in a terminal. ``inpainting``: the per-method
+    inpainting table, which then replaces the headline-based one."""
     ds = table.attrs.get("dataset") or "?"
     nfe = table.attrs.get("headline_nfe")
     # seeds of the trained models (registered, or run with another procedure: mt_masked+repaint)
@@ -223,7 +240,10 @@ def summary_markdown(table: pd.DataFrame, *, source: str | None = None) -> str:
            f"{DASH}: not measured or no interval (one seed). \"MT − single-task\": per-seed differences MT minus "
            f"single-task (seeds matched): their mean [95% CI], the verdict (better/worse only when the CI excludes 0), "
            f"n paired seeds and the paired t-test's p (scipy.stats.ttest_rel). Generation metrics name their feature extractor in brackets.", ""]
-    for df in task_tables(table).values():
+    for key, df in task_tables(table).items():
+        if key == "inpainting" and inpainting is not None and not inpainting.empty:
+            md += inpainting_markdown(inpainting)
+            continue
         md += [f"### {df.attrs['title']}", "", df.to_markdown(index=False, disable_numparse=True), "",
                f"*{df.attrs['protocol']}*", ""]
         md += [f"- {n}" for n in df.attrs["notes"]] + ([""] if df.attrs["notes"] else [])
