@@ -18,7 +18,7 @@ precision that config pins (``train.precision``; ``--precision`` to compare anot
   ``UNet2DModel`` built to the same size by benchmarks/bench_backbone.py (``build_diffusers``,
   same widths, levels, attention and head width: parameter counts within 128). diffusers is an
   optional dependency: without it the entry says "not installed" and has no number;
-- ``sampling``: ``mtdiff sample``'s generator (``mtdiff.sample.generate``, DDIM at the config's
+- ``sampling``: ``mtdiff sample``'s generator (``mtdiff.generate.generate``, DDIM at the config's
   ``sample.steps``, batches of ``sample.batch_size``), images per second over the whole set,
   loading the checkpoint and writing samples.npz included (after an untimed warm-up call).
 
@@ -200,7 +200,7 @@ def backbones(cfg, channels: int, warmup: int, iters: int) -> dict:
 
 def sampling(run_dir: Path, num_samples: int, batch_size: int | None) -> dict:
     """DDIM at the run config's sample.steps over ``num_samples`` images, after a warm-up batch."""
-    from mtdiff.sample import generate
+    from mtdiff.generate import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(run_dir, Path(tmp) / "warmup", num_samples=min(8, num_samples), write_pngs=False,
