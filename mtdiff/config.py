@@ -146,8 +146,9 @@ class TrainConfig:
     # TF32 by default and matmuls do not; the value in force is recorded in run.json.
     tf32: bool = True
     # CUDA only: model and image batches in channels_last (NHWC) memory layout, which cuDNN's
-    # tensor-core convolutions prefer. Ignored on CPU, where it was measured slower for this
-    # U-Net (GroupNorm has no fast NHWC kernel there: 634 vs 556 ms/step, docs/benchmarks.md).
+    # tensor-core convolutions prefer. Off: measured slower for this U-Net on an H200 too
+    # (CIFAR-10 net, bf16: 1,369 vs 1,831 images/s at batch 128), and ignored on CPU, where
+    # GroupNorm has no fast NHWC kernel (634 vs 556 ms/step; docs/benchmarks.md).
     channels_last: bool = False
     # Number of GPUs = DDP processes, one per GPU. > 1 needs that many visible CUDA GPUs and a
     # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which

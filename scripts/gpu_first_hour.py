@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The first hour on a GPU machine: one script, about 12 minutes on one GPU, that measures what
+"""The first hour on a GPU machine: one script, 3.5 minutes on one H200, that measures what
 the GPU configs' cost estimates assume, and prints a table and JSON.
 
     .venv/bin/python scripts/gpu_first_hour.py --json first_hour.json            # one or more GPUs
