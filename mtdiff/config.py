@@ -150,6 +150,14 @@ class TrainConfig:
     # (CIFAR-10 net, bf16: 1,369 vs 1,831 images/s at batch 128), and ignored on CPU, where
     # GroupNorm has no fast NHWC kernel (634 vs 556 ms/step; docs/benchmarks.md).
     channels_last: bool = False
+    # torch.compile the network's forward pass (inside the DDP wrapper's, if any) for training;
+    # sampling and evaluation stay eager. Costs about 70 s of compilation per training process.
+    # Measured on one H200 (CIFAR-10 net, bf16, bare step with its loss compiled, mode
+    # "default"): 1.35x the images/s at batch 128, 1.78x at 512 (docs/benchmarks.md); not yet
+    # run through this trainer on a GPU. Off by default: on the small CPU runs compilation
+    # costs more than it saves. The same math to float rounding (fused kernels), so a run
+    # may resume with the other value.
+    compile: bool = False
     # Number of GPUs = DDP processes, one per GPU. > 1 needs that many visible CUDA GPUs and a
     # torchrun launch (`torchrun --standalone --nproc_per_node=N -m mtdiff.cli train ...`, which
     # the workflow's train rule does); the global batch_size is split across them.

@@ -200,7 +200,7 @@ class MTDiffusion(nn.Module):
         if self.cond_drop_prob > 0:  # classifier-free guidance training (docs/method.md, section 7)
             encodings, labels = self.drop_conditions(encodings, labels, n, z0.device, generator)
         zt = diffusion.q_sample(z0, t, noise, encodings)
-        preds = (forward or self)(zt, t, labels)
+        preds = (self if forward is None else forward)(zt, t, labels)
         terms = {"image": F.mse_loss(preds["image"].float(), diffusion.target(z0, noise, t).float())}
         total = terms["image"]
         for name, mod in self.modalities.items():
@@ -243,7 +243,7 @@ class Classifier(nn.Module):
         return self.label.head(self.unet(x, None, decoder=False))
 
     def loss(self, batch, diffusion=None, generator=None, forward=None):
-        ce = F.cross_entropy((forward or self)(batch["image"]).float(), batch["label"].long())
+        ce = F.cross_entropy((self if forward is None else forward)(batch["image"]).float(), batch["label"].long())
         return ce, {"label": ce}
 
 
@@ -262,7 +262,7 @@ class Segmenter(nn.Module):
         return self.mask.head(self.unet(x, None))
 
     def loss(self, batch, diffusion=None, generator=None, forward=None):
-        ce = F.cross_entropy((forward or self)(batch["image"]).float(), batch["mask"].long())
+        ce = F.cross_entropy((self if forward is None else forward)(batch["image"]).float(), batch["mask"].long())
         return ce, {"mask": ce}
 
 

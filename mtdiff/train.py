@@ -54,9 +54,11 @@ from mtdiff.utils import atomic_write_json, atomic_write_text, autocast, check_g
 # train.tf32 is not: like train.precision it changes the arithmetic of every step (10-bit mantissa
 # matmuls/convs), so a run keeps the value it started with. Nor is train.channels_last: the saved
 # optimizer state keeps the parameters' memory layout, and fused AdamW refuses a mismatch.
+# train.compile is resumable: compiled kernels compute the same math to float rounding.
 RESUMABLE_KEYS = (
     "train.total_kimg", "train.checkpoint_every_kimg", "train.keep_last", "train.snapshot_kimg",
-    "train.log_every_steps", "train.num_workers", "train.threads", "train.gpus", "sample", "inference", "eval",
+    "train.log_every_steps", "train.num_workers", "train.threads", "train.gpus", "train.compile", "sample",
+    "inference", "eval",
 )
 
 
@@ -311,6 +313,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=False,
         )
+    if tc.compile:  # the forward only; `model` keeps the uncompiled module, so checkpoints are unchanged
+        net = torch.compile(net)
 
     if dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +330,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: str | bool = "auto",
         atomic_write_json(run_dir / "run.json", {
             "model": cfg.model, "dataset": info.name, "parameters": count_parameters(model),
             "device": str(device), "precision": precision, "world_size": dist_info.world, "mtdiff": mtdiff.__version__,
-            "tf32": device.type == "cuda" and tc.tf32, "channels_last": channels_last, "gpus": tc.gpus,
+            "tf32": device.type == "cuda" and tc.tf32, "channels_last": channels_last, "compile": tc.compile,
+            "gpus": tc.gpus,
             "torch": torch.__version__, "python": platform.python_version(), "info": info.to_dict(),
         })
 

@@ -173,7 +173,7 @@ def test_every_option_declares_what_it_accepts_or_is_free_text():
 
     from mtdiff import config
 
-    free = {"root", "download", "options", "hflip", "tf32", "channels_last", "ema", "clip_x0", "prc",
+    free = {"root", "download", "options", "hflip", "tf32", "channels_last", "compile", "ema", "clip_x0", "prc",
             "feature_extractor_weights_path", "extractor_path"}
     for cls in (config.DataConfig, config.DiffusionConfig, config.ModalityConfig, config.NetConfig,
                 config.TrainConfig, config.SampleConfig, config.InferenceConfig, config.EvalConfig):

@@ -214,11 +214,12 @@ def test_new_train_keys_do_not_orphan_old_run_folders(tmp_path):
 
     cfg = _tiny()
     old = cfg.to_dict()
-    for key in ("tf32", "channels_last", "gpus"):
+    for key in ("tf32", "channels_last", "gpus", "compile"):
         del old["train"][key]  # a run folder written before these options existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     check_run_dir(tmp_path, cfg)
     check_run_dir(tmp_path, _tiny(gpus=2))  # parallelism only: resumable
+    check_run_dir(tmp_path, _tiny(compile=True))  # the same math to float rounding: resumable
     with pytest.raises(ConfigError, match="differs at train.tf32"):
         check_run_dir(tmp_path, _tiny(tf32=False))  # arithmetic: not resumable
     with pytest.raises(ConfigError, match="differs at train.channels_last"):

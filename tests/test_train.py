@@ -74,6 +74,34 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert not torch.equal(weights(tmp_path / "a")["unet.input_conv.weight"], weights(tmp_path / "c")["unet.input_conv.weight"])
 
 
+def test_compile_traces_the_forward_and_leaves_weights_and_checkpoints_unchanged(tmp_path, monkeypatch):
+    """train.compile: true runs the forward through torch.compile. Dynamo captures the whole
+    U-Net and its heads (fullgraph: a graph break fails the test) and runs the captured graph
+    with the `eager` backend (the same ops, so bit-identical weights; inductor's code generation,
+    which fuses kernels and so only agrees to float rounding, is what a GPU run adds). The
+    checkpoint holds the uncompiled module's keys, so a run may resume with either value."""
+    real_compile, compiled = torch.compile, []
+
+    def traced(module, **kwargs):
+        compiled.append(module)
+        return real_compile(module, backend="eager", fullgraph=True)
+
+    monkeypatch.setattr(torch, "compile", traced)
+    for model in ("mt_all", "classifier"):
+        torch._dynamo.reset()
+        eager = tiny(model)
+        train(eager, tmp_path / f"{model}_eager", progress=False, log=lambda *_: None)
+        train(tiny(model, train__compile=True), tmp_path / f"{model}_compiled", progress=False, log=lambda *_: None)
+        assert_same_state(weights(tmp_path / f"{model}_eager"), weights(tmp_path / f"{model}_compiled"))
+        assert json.loads((tmp_path / f"{model}_compiled" / "run.json").read_text())["compile"] is True
+    assert len(compiled) == 2 and all(isinstance(m, torch.nn.Module) for m in compiled)
+    # resumable with the other value: an interrupted compiled run finishes eagerly, same weights
+    train(tiny("mt_all", train__compile=True), tmp_path / "mixed", progress=False, stop_after_steps=3,
+          log=lambda *_: None)
+    train(tiny("mt_all"), tmp_path / "mixed", progress=False, log=lambda *_: None)
+    assert_same_state(weights(tmp_path / "mt_all_eager"), weights(tmp_path / "mixed"))
+
+
 def test_checkpoint_retention_and_corrupt_fallback(tmp_path):
     cfg = tiny("classifier", train__keep_last=2, train__snapshot_kimg=[0.032])
     train(cfg, tmp_path, progress=False, log=lambda *_: None)
