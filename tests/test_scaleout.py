@@ -48,7 +48,8 @@ def test_gpu_run_configs_validate_for_every_model(name):
     # the cost: measured on a GPU, the raw output of that run kept in the folder it names; the
     # estimate made before any GPU run stays beside it, labelled as such
     assert "GPU-hours" in text and "MEASURED on one H200" in text and "ESTIMATE" in text
-    folder = re.search(r"raw\s+(?:#\s+)?output in (docs/measurements/[\w.-]+)/", text)
+    words = re.sub(r"\s*\n#\s*", " ", text)  # the comment's lines joined
+    folder = re.search(r"raw output in (docs/measurements/[\w.-]+)/", words)
     assert folder and (ROOT / folder.group(1) / "first_hour.json").exists(), folder
     assert "FID protocol" in text
 
