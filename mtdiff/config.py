@@ -328,6 +328,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+#: Keys that change how a run executes (speed, parallelism), not what it trains: the weights
+#: they give agree to float rounding (DDP vs one process; compiled vs eager kernels) or exactly
+#: (threads, DataLoader workers). A run folder may resume with other values (mtdiff.train's
+#: RESUMABLE_KEYS), and the workflow's params trigger ignores them, so an edit of one does not
+#: retrain anything (workflow/rules/common.smk, train_params).
+EXECUTION_KEYS = ("train.threads", "train.num_workers", "train.gpus", "train.compile")
+
 # Keys renamed since run folders were first written: old dotted key -> new one. A saved config
 # (a run folder's config.yaml, a checkpoint's config) is migrated by config_from_dict with a
 # warning; a config being written now (YAML file, workflow overrides, --set) must use the new

@@ -41,7 +41,7 @@ from mtdiff.checkpoints import (  # noqa: F401  (load_run, read_checkpoint: re-e
     check_state_fits, clean_temp_files, copy_checkpoint, diff_keys, latest_checkpoint, list_checkpoints, load_run,
     read_checkpoint, read_run_config, write_checkpoint,
 )
-from mtdiff.config import RunConfig, config_from_dict, merge
+from mtdiff.config import EXECUTION_KEYS, RunConfig, config_from_dict, merge
 from mtdiff.errors import CheckpointError, ConfigError, MtdiffError
 from mtdiff.models import build_diffusion, build_model, check_config, count_parameters
 from mtdiff.progress import Progress
@@ -56,9 +56,8 @@ from mtdiff.utils import atomic_write_json, atomic_write_text, autocast, check_g
 # optimizer state keeps the parameters' memory layout, and fused AdamW refuses a mismatch.
 # train.compile is resumable: compiled kernels compute the same math to float rounding.
 RESUMABLE_KEYS = (
-    "train.total_kimg", "train.checkpoint_every_kimg", "train.keep_last", "train.snapshot_kimg",
-    "train.log_every_steps", "train.num_workers", "train.threads", "train.gpus", "train.compile", "sample",
-    "inference", "eval",
+    *EXECUTION_KEYS, "train.total_kimg", "train.checkpoint_every_kimg", "train.keep_last", "train.snapshot_kimg",
+    "train.log_every_steps", "sample", "inference", "eval",
 )
 
 

@@ -153,6 +153,10 @@ def test_config_edit_reruns_exactly_the_jobs_it_affects(tmp_path):
     for untouched in ("prepare_data", "train_extractor", "anchors"):
         assert untouched not in plan, plan
 
+    # how a run executes (mtdiff.config.EXECUTION_KEYS) is not what it trains: nothing to redo
+    run_cfg.write_text(base.replace("precision: fp32}", "precision: fp32, compile: true, num_workers: 2}"))
+    assert _planned(snakemake(tmp_path, config, "-n")) == {}
+
 
 def test_model_needing_a_missing_modality_is_refused(tmp_path):
     run_cfg = tmp_path / "cifar.yaml"

@@ -38,6 +38,7 @@ DATASETS = config["datasets"]
 # needs mtdiff importable where snakemake runs (the venv or the conda env of README.md).
 sys.path.insert(0, str(ROOT))
 try:
+    from mtdiff.config import EXECUTION_KEYS
     from mtdiff.data import DATASETS as DATASET_REGISTRY
     from mtdiff.errors import MtdiffError
     from mtdiff.models import load_run_config
@@ -230,8 +231,9 @@ def current_settings(sections):
 
 def train_params(wc):
     """What a trained model depends on: its whole run config but the sampling and evaluation
-    sections, and the keys the job sets itself (seed from the wildcard; threads from `threads`)."""
-    return config_params(wc.dataset, wc.model, without=EVAL_SECTIONS + ("train.seed", "train.threads"))
+    sections, the seed (the job's wildcard) and the keys of how it executes (EXECUTION_KEYS:
+    threads, workers, GPUs, compile), which change the weights at most by float rounding."""
+    return config_params(wc.dataset, wc.model, without=EVAL_SECTIONS + ("train.seed",) + EXECUTION_KEYS)
 
 
 def sample_args(dataset, model, conditional=False):
