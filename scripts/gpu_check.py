@@ -4,6 +4,7 @@ in a few minutes, and print what the hardware achieved.
 
     .venv/bin/python scripts/gpu_check.py                        # one GPU: 44 s on an H200 (2026-12-04)
     .venv/bin/python scripts/gpu_check.py --channels-last --json gpu_check.json
+    .venv/bin/python scripts/gpu_check.py --compile --json gpu_check_compile.json   # train.compile
     .venv/bin/python scripts/gpu_check.py --device cpu --steps 3 --quick   # smoke test, seconds
 
 What it does, with nothing downloaded (the generated ``shapes`` data at 3x32x32):
@@ -11,7 +12,7 @@ What it does, with nothing downloaded (the generated ``shapes`` data at 3x32x32)
 1. trains the ``ddpm`` model with an ADM-style U-Net of CIFAR-10 size (128 channels, mult
    (1,2,2,2), 2 res blocks, attention at 16x16: 38.3M parameters) for ``--steps`` steps through
    :func:`mtdiff.train.train` -- the loop the workflow runs, with its EMA, checkpoint, bf16
-   autocast (precision auto = bf16 on GPUs that have it), TF32 and channels_last options --
+   autocast (precision auto = bf16 on GPUs that have it), TF32, channels_last and compile options --
    and checks that the loss falls (mean of the last quarter of the log records below 0.7x that
    of the first quarter; skipped with fewer than 4 records);
 2. times bare training steps (forward + backward + fused AdamW on one batch, no data loading,
@@ -97,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bench-steps", type=int, default=None, help="timed bare steps (default 20; --quick 2)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="train.tf32=false")
     p.add_argument("--channels-last", action="store_true", help="train.channels_last=true (CUDA only)")
+    p.add_argument("--compile", action="store_true",
+                   help="train.compile=true: torch.compile the forward, in the trainer and the bare step")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere: a smoke test, not a measurement")
     p.add_argument("--out", default=None, help="keep the run folder here (default: a temporary folder)")
@@ -132,7 +135,7 @@ def build_config(a, device_name: str):
                   "lr_warmup_kimg": min(2.0, total_kimg / 10), "ema_halflife_kimg": 2.0,
                   "checkpoint_every_kimg": total_kimg, "log_every_steps": max(1, a.steps // 30),
                   "device": device_name, "precision": a.precision, "tf32": a.tf32,
-                  "channels_last": a.channels_last, "threads": a.threads},
+                  "channels_last": a.channels_last, "compile": a.compile, "threads": a.threads},
     })
 
 
@@ -148,13 +151,15 @@ def count_step_flops(model, diffusion, batch, amp) -> int:
     return int(counter.get_total_flops())
 
 
-def bare_steps(model, diffusion, batch, amp, device, n: int) -> float:
-    """Seconds per bare training step (forward + backward + fused AdamW), after 3 warm-up steps."""
+def bare_steps(model, diffusion, batch, amp, device, n: int, forward=None) -> float:
+    """Seconds per bare training step (forward + backward + fused AdamW), after 3 warm-up steps
+    (which hold the compilation, if any). ``forward``: what runs the forward pass, as in the
+    trainer (e.g. ``torch.compile(model)``); the model itself by default."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
     def step():
         with amp:
-            loss, _ = model.loss(batch, diffusion)
+            loss, _ = model.loss(batch, diffusion, forward=forward)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -196,7 +201,8 @@ def run(a) -> dict:
     res: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__, "precision": precision, "tf32": device.type == "cuda" and a.tf32,
-        "channels_last": device.type == "cuda" and a.channels_last, "batch": a.batch, "steps": a.steps,
+        "channels_last": device.type == "cuda" and a.channels_last, "compile": a.compile, "batch": a.batch,
+        "steps": a.steps,
         "net": f"{a.channels} ch, mult {tuple(a.channel_mult)}, {a.num_res_blocks} res blocks",
         "memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process max RSS, so far",
     }
@@ -231,7 +237,8 @@ def run(a) -> dict:
                  "t": torch.randint(1, diffusion.num_steps + 1, (a.batch,), generator=g).to(device),
                  "noise": torch.randn(a.batch, 3, 32, 32, generator=g).to(device).contiguous(memory_format=fmt)}
         flops = count_step_flops(model, diffusion, batch, amp)
-        sec = bare_steps(model, diffusion, batch, amp, device, a.bench_steps)
+        sec = bare_steps(model, diffusion, batch, amp, device, a.bench_steps,
+                         forward=torch.compile(model) if a.compile else None)
         del model
         res.update(flops_per_image=flops / a.batch, bare_step_ms=sec * 1000, bare_images_per_s=a.batch / sec)
         res["bare_tflops"] = flops / sec / 1e12
@@ -293,7 +300,8 @@ def table(res: dict) -> str:
     rows = [
         ("device", f"{res['device']}, torch {res['torch']}"),
         ("precision", f"{res['precision']}, tf32 {'on' if res['tf32'] else 'off'}, "
-                      f"channels_last {'on' if res['channels_last'] else 'off'}"),
+                      f"channels_last {'on' if res['channels_last'] else 'off'}, "
+                      f"compile {'on' if res['compile'] else 'off'}"),
         ("model", f"ddpm U-Net {res['net']}, {res['parameters'] / 1e6:.1f}M params, 3x32x32"),
         ("FLOPs per training image", f"{res['flops_per_image'] / 1e9:.2f} GFLOP (fwd+bwd, FlopCounterMode)"),
         ("training images/s (mtdiff.train loop)", f"{res['train_images_per_s']:.0f} (batch {res['batch']}, "

@@ -246,6 +246,27 @@ def test_gpu_check_cpu_smoke_run(tmp_path):
     assert result["flops_per_image"] > 0 and result["train_images_per_s"] > 0
 
 
+def test_gpu_check_compile_runs_the_trainer_and_the_bare_step_compiled(tmp_path, monkeypatch):
+    """--compile sets train.compile for the trainer and compiles the bare step's forward; dynamo
+    captures both (fullgraph) and runs them with the `eager` backend, so no C++ compilation here."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    real_compile, compiled = torch.compile, []
+
+    def traced(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return real_compile(module, backend="eager", fullgraph=True)
+
+    monkeypatch.setattr(torch, "compile", traced)
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--device", "cpu", "--steps", "3", "--quick", "--channels", "16", "--compile",
+                           "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["compile"] is True and result["ok"] and result["bare_images_per_s"] > 0
+    assert compiled == ["MTDiffusion", "MTDiffusion"]  # the trainer's forward, then the bare step's
+
+
 def test_bf16_peaks_are_looked_up_by_gpu_name(monkeypatch):
     sys.path.insert(0, str(ROOT / "scripts"))
     import gpu_check
